@@ -1,0 +1,187 @@
+"""`MITPConfig`: the settings of one MITP adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from peft import PeftConfig
+
+from .registration import MITP_PEFT_TYPE
+
+DEFAULT_NUM_INTERACTION_LAYERS = 4
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
+HUB_ATTENTIONS = ("joint", "cross")
+
+
+@dataclass
+class MITPConfig(PeftConfig):
+    """Configuration of an MITP (Memory-Inspired Temporal Prompt Interaction) adapter.
+
+    MITP appends temporal prompts to a few *interaction layers* of both towers of a frozen dual encoder, lets the
+    prompts of the two modalities interact in a parameter-free, similarity-based *memory hub*, and generates the next
+    interaction layer's prompts from the hub's memory. A linear head classifies the pooled features of both towers.
+    See `docs/METHOD.md` of the project for the design and which parts the paper states.
+
+    Interaction layers are paired from the top: by default the last `num_interaction_layers` layers of each tower.
+    Explicit `text_layers` / `vision_layers` override that. Layer indices are checked against the backbone when the
+    adapter is created; the resolved lists are then stored here, so a saved adapter names its layers explicitly.
+    """
+
+    prompt_length: int = field(default=8, metadata={"help": "Number of prompt tokens per modality (M)."})
+    num_interaction_layers: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": f"Number of interaction layer pairs (K): the last K layers of each tower. Default "
+            f"{DEFAULT_NUM_INTERACTION_LAYERS} when no explicit layer lists are given."
+        },
+    )
+    text_layers: Optional[list[int]] = field(
+        default=None, metadata={"help": "Explicit text-tower interaction layers (0-based, increasing)."}
+    )
+    vision_layers: Optional[list[int]] = field(
+        default=None, metadata={"help": "Explicit vision-tower interaction layers, paired with `text_layers`."}
+    )
+    translator_hidden_size: int = field(
+        default=512, metadata={"help": "Hidden width h of the two Linear-GELU-Linear translators between towers."}
+    )
+    temperature: float = field(default=0.1, metadata={"help": "Temperature of the cosine-similarity softmax."})
+    hub_attention: Literal["joint", "cross"] = field(
+        default="joint",
+        metadata={
+            "help": "'joint': each prompt attends over its own modality's and the other's prompts; 'cross': over the "
+            "other modality only, added to itself (an ablation)."
+        },
+    )
+    memory_decay: float = field(
+        default=0.0, metadata={"help": "Share of the previous layer's memory carried into the next, in [0, 1)."}
+    )
+    head_uses_memory: bool = field(
+        default=False, metadata={"help": "Also feed the last hub memory (mean over prompts) to the head."}
+    )
+    prompt_init_std: float = field(default=0.02, metadata={"help": "Std of the Gaussian initial text prompt."})
+    num_labels: Optional[int] = field(default=None, metadata={"help": "Number of classes (or labels). Required."})
+    problem_type: str = field(
+        default="single_label_classification",
+        metadata={"help": "'single_label_classification' (cross-entropy) or 'multi_label_classification' (BCE)."},
+    )
+    id2label: Optional[dict[int, str]] = field(default=None, metadata={"help": "Class index to name."})
+    label2id: Optional[dict[str, int]] = field(default=None, metadata={"help": "Class name to index."})
+    target_modules: Optional[list[str]] = field(
+        default=None,
+        metadata={"help": "Filled in when the adapter is created: the interaction layers' module names. Don't set."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = MITP_PEFT_TYPE
+        if self.task_type is not None:
+            raise ValueError(
+                f"MITPConfig does not take a task_type (got {self.task_type!r}): MITP brings its own classification "
+                "head and loss, and peft's task-specific wrappers would pass arguments a dual encoder rejects. "
+                "Leave task_type unset."
+            )
+        _check_int("prompt_length", self.prompt_length, minimum=1)
+        _check_int("translator_hidden_size", self.translator_hidden_size, minimum=1)
+        if self.num_labels is None:
+            raise ValueError("MITPConfig needs num_labels, the number of classes (or labels), e.g. num_labels=101.")
+        _check_int("num_labels", self.num_labels, minimum=1)
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r}.")
+        if not 0 <= self.memory_decay < 1:
+            raise ValueError(f"memory_decay must be in [0, 1), got {self.memory_decay!r}.")
+        if not self.prompt_init_std > 0:
+            raise ValueError(f"prompt_init_std must be > 0, got {self.prompt_init_std!r}.")
+        if self.hub_attention not in HUB_ATTENTIONS:
+            raise ValueError(f"hub_attention must be one of {HUB_ATTENTIONS}, got {self.hub_attention!r}.")
+        if self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {self.problem_type!r}.")
+        self._check_layers()
+        self._check_labels()
+
+    def _check_layers(self) -> None:
+        if self.num_interaction_layers is not None:
+            _check_int("num_interaction_layers", self.num_interaction_layers, minimum=1)
+        if (self.text_layers is None) != (self.vision_layers is None):
+            raise ValueError(
+                "Give both text_layers and vision_layers (paired one to one), or neither to use the last "
+                "num_interaction_layers layers of each tower."
+            )
+        if self.text_layers is None:
+            return
+        self.text_layers = list(self.text_layers)
+        self.vision_layers = list(self.vision_layers)
+        if len(self.text_layers) != len(self.vision_layers):
+            raise ValueError(
+                f"text_layers and vision_layers must have the same length (they are paired), got "
+                f"{len(self.text_layers)} text layers {self.text_layers} and {len(self.vision_layers)} vision layers "
+                f"{self.vision_layers}."
+            )
+        if not self.text_layers:
+            raise ValueError("text_layers and vision_layers must name at least one interaction layer each.")
+        if self.num_interaction_layers is not None and self.num_interaction_layers != len(self.text_layers):
+            raise ValueError(
+                f"num_interaction_layers={self.num_interaction_layers} disagrees with the {len(self.text_layers)} "
+                "explicit layer pairs; give one or the other."
+            )
+        for name in ("text_layers", "vision_layers"):
+            layers = getattr(self, name)
+            for index in layers:
+                _check_int(f"each entry of {name}", index, minimum=0)
+            duplicates = sorted({i for i in layers if layers.count(i) > 1})
+            if duplicates:
+                raise ValueError(f"{name} lists layer(s) {duplicates} more than once: {layers}.")
+            if layers != sorted(layers):
+                raise ValueError(f"{name} must be increasing (pairs run bottom-up), got {layers}.")
+
+    def _check_labels(self) -> None:
+        if self.id2label is not None:
+            # JSON turns integer keys into strings; restore them, as transformers' configs do.
+            self.id2label = {int(k): v for k, v in self.id2label.items()}
+            if sorted(self.id2label) != list(range(self.num_labels)):
+                raise ValueError(
+                    f"id2label must map exactly the indices 0..{self.num_labels - 1} (num_labels={self.num_labels}), "
+                    f"got keys {sorted(self.id2label)}."
+                )
+        if self.label2id is not None:
+            self.label2id = {k: int(v) for k, v in self.label2id.items()}
+            if self.id2label is not None and self.label2id != {v: k for k, v in self.id2label.items()}:
+                raise ValueError("label2id must be the inverse of id2label.")
+            if self.id2label is None:
+                if sorted(self.label2id.values()) != list(range(self.num_labels)):
+                    raise ValueError(
+                        f"label2id must map onto exactly 0..{self.num_labels - 1}, "
+                        f"got {sorted(self.label2id.values())}."
+                    )
+                self.id2label = {v: k for k, v in self.label2id.items()}
+        if self.id2label is not None and self.label2id is None:
+            self.label2id = {v: k for k, v in self.id2label.items()}
+
+    def resolve_layers(self, num_text_layers: int, num_vision_layers: int) -> None:
+        """Fix the interaction layers against a backbone with the given tower depths, or explain why they don't fit."""
+        if self.text_layers is None:
+            k = self.num_interaction_layers or DEFAULT_NUM_INTERACTION_LAYERS
+            most = min(num_text_layers, num_vision_layers)
+            if k > most:
+                raise ValueError(
+                    f"num_interaction_layers={k} exceeds the backbone: its text tower has {num_text_layers} layers "
+                    f"and its vision tower {num_vision_layers}; choose at most {most}."
+                )
+            self.text_layers = list(range(num_text_layers - k, num_text_layers))
+            self.vision_layers = list(range(num_vision_layers - k, num_vision_layers))
+        for name, layers, depth in (
+            ("text_layers", self.text_layers, num_text_layers),
+            ("vision_layers", self.vision_layers, num_vision_layers),
+        ):
+            outside = [i for i in layers if i >= depth]
+            if outside:
+                raise ValueError(
+                    f"{name} {layers} names layer(s) {outside} outside the backbone: its {name.split('_')[0]} tower "
+                    f"has {depth} layers, so indices must be in 0..{depth - 1}."
+                )
+        self.num_interaction_layers = len(self.text_layers)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")

@@ -1,0 +1,282 @@
+"""`MITPModel`: MITP as a peft tuner on a frozen dual encoder."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from types import MethodType
+from typing import Any, Optional, Union
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner
+from torch import nn
+
+from .config import MITPConfig
+from .engine import encode
+from .head import MITPOutput, classification_loss
+from .hub import MemoryHub
+from .layer import MERGE_REFUSAL, MITPLayer
+from .registration import MITP_PREFIX
+from .towers import DENSE_MASK_BACKENDS, TowerPair, resolve_towers
+
+# Arguments of the backbone's forward that MITP's forward accepts besides the inputs it reads.
+_IGNORED_FORWARD_ARGS = ("return_dict",)
+_VISION_ARGS = ("interpolate_pos_encoding",)
+
+
+class MITPModel(BaseTuner):
+    """Memory-Inspired Temporal Prompt Interaction on a frozen dual encoder (e.g. `CLIPModel`).
+
+    Created by `peft.get_peft_model(model, MITPConfig(...))`. The backbone stays frozen and untouched; interaction
+    layers are wrapped by `MITPLayer`, and the adapter's trainable state lives here, keyed by adapter name:
+
+    - `mitp_prompt`: the first text prompt p_t(1), (prompt_length, text width);
+    - `mitp_hub`: the memory hub with its two translators;
+    - `mitp_head`: the linear classification head.
+
+    The backbone's `forward` is replaced by the joint MITP forward (both towers interleaved layer by layer), because
+    peft calls the backbone directly for methods without a task type. With adapters disabled it is the backbone's
+    own forward; `unload()` removes it.
+    """
+
+    prefix: str = MITP_PREFIX
+    tuner_layer_cls = MITPLayer
+    target_module_mapping: dict[str, list[str]] = {}
+    # The prompt, hub and head live on the tuner, not in the injected layers.
+    uses_shared_state = True
+
+    # ------------------------------------------------------------------------------------------------- creation
+
+    def _pre_injection_hook(self, model: nn.Module, config: MITPConfig, adapter_name: str) -> None:
+        towers = resolve_towers(model)
+        for tower in towers:
+            if tower.needs_mask and tower.attn_implementation not in DENSE_MASK_BACKENDS:
+                raise ValueError(tower.unsupported_backend_message())
+        config.resolve_layers(towers.text.num_layers, towers.vision.num_layers)
+        room = towers.text.max_positions
+        if room is not None and config.prompt_length > room - 2:
+            raise ValueError(
+                f"prompt_length={config.prompt_length} leaves no room for text: the text tower attends over at most "
+                f"{room} tokens, and the text needs at least 2 (start and end). Choose prompt_length <= {room - 2}."
+            )
+        if not hasattr(self, "mitp_prompt"):
+            self.mitp_prompt = nn.ParameterDict()
+            self.mitp_hub = nn.ModuleDict()
+            self.mitp_head = nn.ModuleDict()
+        self._towers: TowerPair = towers
+        self._create_adapter_modules(adapter_name, config, towers)
+
+    def _create_adapter_modules(self, adapter_name: str, config: MITPConfig, towers: TowerPair) -> None:
+        device = next(self.model.parameters()).device
+        if device.type == "meta":  # low_cpu_mem_usage loading: the weights arrive with the state dict
+            device = torch.device("cpu")
+        text_size, vision_size = towers.text.hidden_size, towers.vision.hidden_size
+        prompt = torch.randn(config.prompt_length, text_size, device=device) * config.prompt_init_std
+        self.mitp_prompt[adapter_name] = nn.Parameter(prompt)
+        self.mitp_hub[adapter_name] = MemoryHub(
+            text_size,
+            vision_size,
+            config.translator_hidden_size,
+            config.temperature,
+            config.hub_attention,
+            config.memory_decay,
+        ).to(device)
+        features = (text_size + vision_size) * (2 if config.head_uses_memory else 1)
+        self.mitp_head[adapter_name] = nn.Linear(features, config.num_labels, device=device)
+
+    def _prepare_adapter_config(self, peft_config: MITPConfig, model_config: dict) -> MITPConfig:
+        text, vision = self._towers
+        peft_config.target_modules = [f"{text.layers_path}.{i}" for i in peft_config.text_layers] + [
+            f"{vision.layers_path}.{i}" for i in peft_config.vision_layers
+        ]
+        return peft_config
+
+    @staticmethod
+    def _check_target_module_exists(peft_config: MITPConfig, key: str) -> bool:
+        return key in peft_config.target_modules
+
+    def _create_and_replace(
+        self,
+        peft_config: MITPConfig,
+        adapter_name: str,
+        target: nn.Module,
+        target_name: str,
+        parent: nn.Module,
+        current_key: str,
+        **kwargs: Any,
+    ) -> None:
+        pair = peft_config.target_modules.index(current_key) % peft_config.num_interaction_layers
+        if not isinstance(target, MITPLayer):
+            wrapped = MITPLayer(target)
+            self._replace_module(parent, target_name, wrapped, target)
+            target = wrapped
+        target.update_layer(adapter_name, pair)
+
+    def _replace_module(self, parent: nn.Module, child_name: str, new_module: nn.Module, child: nn.Module) -> None:
+        # A whole encoder layer is (un)wrapped: there is no single `.weight` to rebind as in LoRA, and the
+        # wrapper holds no weights to move.
+        setattr(parent, child_name, new_module)
+
+    def _post_injection_hook(self, model: nn.Module, config: MITPConfig, adapter_name: str) -> None:
+        if "forward" not in vars(model):
+            # Bound to this tuner, so deepcopy of the model rebinds it to the copied tuner.
+            model.forward = MethodType(MITPModel._joint_forward, self)
+
+    # -------------------------------------------------------------------------------------------------- forward
+
+    def _joint_forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        pixel_values: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        num_items_in_batch: Optional[Union[int, torch.Tensor]] = None,
+        **kwargs: Any,
+    ) -> MITPOutput:
+        """Classify (image, text) pairs with the active MITP adapter; with adapters disabled, the backbone's forward.
+
+        `labels` gives `loss`; `num_items_in_batch` (passed by `Trainer`) makes the loss exact under gradient
+        accumulation and DDP, see `classification_loss`.
+        """
+        inputs = dict(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        if position_ids is not None:
+            inputs["position_ids"] = position_ids
+        if not self._mitp_enabled():
+            # The backbone's own outputs: it has no classification head, so labels have no meaning there.
+            return type(self.model).forward(self.model, **inputs, **kwargs)
+
+        unexpected = sorted(set(kwargs) - set(_IGNORED_FORWARD_ARGS) - set(_VISION_ARGS))
+        if unexpected:
+            raise TypeError(
+                f"MITP's forward got unexpected argument(s) {unexpected}. It takes pixel_values, input_ids, "
+                f"attention_mask, position_ids, labels and {list(_VISION_ARGS)}; the backbone's own outputs are "
+                "available under `with model.disable_adapter():`."
+            )
+        inputs.update({k: kwargs[k] for k in _VISION_ARGS if k in kwargs})
+        adapter = self._active_adapter_name()
+        config: MITPConfig = self.peft_config[adapter]
+        encoded = encode(
+            self._towers,
+            config.text_layers,
+            config.vision_layers,
+            self.mitp_prompt[adapter],
+            self.mitp_hub[adapter],
+            config.head_uses_memory,
+            inputs,
+        )
+        features = [encoded.image_features, encoded.text_features]
+        if encoded.memory is not None:
+            features += [encoded.memory.vision.mean(dim=1), encoded.memory.text.mean(dim=1)]
+        head = self.mitp_head[adapter]
+        logits = head(torch.cat([f.to(head.weight.dtype) for f in features], dim=-1))
+        loss = None
+        if labels is not None:
+            loss = classification_loss(logits, labels, config.problem_type, num_items_in_batch)
+        output = MITPOutput(
+            loss=loss, logits=logits, image_features=encoded.image_features, text_features=encoded.text_features
+        )
+        return output if kwargs.get("return_dict", True) else output.to_tuple()
+
+    def _mitp_enabled(self) -> bool:
+        return any(isinstance(m, MITPLayer) and not m.disable_adapters for m in self.model.modules()) and bool(
+            self.active_adapters
+        )
+
+    def _active_adapter_name(self) -> str:
+        if len(self.active_adapters) != 1:
+            raise ValueError(
+                f"MITP runs one adapter at a time, but {self.active_adapters} are active; call set_adapter(name)."
+            )
+        return self.active_adapters[0]
+
+    @property
+    def max_text_length(self) -> Optional[int]:
+        """The longest text (in tokens) that fits next to the active adapter's prompts; tokenize with this."""
+        room = self._towers.text.max_positions
+        return None if room is None else room - self.peft_config[self._active_adapter_name()].prompt_length
+
+    # ----------------------------------------------------------------------------------- adapters and training
+
+    def _tuner_containers(self) -> tuple[nn.Module, ...]:
+        return (self.mitp_prompt, self.mitp_hub, self.mitp_head)
+
+    def _adapter_parameters(self, adapter_name: str) -> list[nn.Parameter]:
+        params = [self.mitp_prompt[adapter_name]]
+        for container in (self.mitp_hub, self.mitp_head):
+            params += list(container[adapter_name].parameters())
+        return params
+
+    def _sync_trainability(self, trainable: Sequence[str] = ()) -> None:
+        """Only the named adapters' tuner-level parameters train; peft's own helpers never look here."""
+        for adapter_name in self.peft_config:
+            if adapter_name in self.mitp_prompt:
+                for param in self._adapter_parameters(adapter_name):
+                    param.requires_grad = adapter_name in trainable
+
+    def _trainable_active_adapters(self) -> list[str]:
+        return [a for a in self.active_adapters if not self.peft_config[a].inference_mode]
+
+    def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
+        super()._mark_only_adapters_as_trainable(model)
+        self._sync_trainability(self._trainable_active_adapters())
+
+    def set_adapter(self, adapter_name: Union[str, list[str]], inference_mode: bool = False) -> None:
+        names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+        missing = [n for n in names if n not in self.peft_config]
+        if missing:
+            raise ValueError(f"Adapter(s) {missing} not found; available: {sorted(self.peft_config)}.")
+        if len(names) > 1:
+            raise ValueError(f"MITP runs one adapter at a time; got {names}.")
+        super().set_adapter(names, inference_mode=inference_mode)
+        self._sync_trainability([] if inference_mode else names)
+
+    def set_requires_grad(self, adapter_names: Union[str, Sequence[str]], requires_grad: bool = True) -> None:
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        for name in names:
+            for param in self._adapter_parameters(name):
+                param.requires_grad = requires_grad
+
+    def _enable_adapter_layers(self, enabled: bool = True) -> None:
+        super()._enable_adapter_layers(enabled)
+        self._sync_trainability(self._trainable_active_adapters() if enabled else [])
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        for container in self._tuner_containers():
+            del container[adapter_name]
+        self._sync_trainability(self._trainable_active_adapters())
+
+    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        """MITP's weights are created in float32; without autocast they follow the backbone's dtype instead."""
+        if autocast_adapter_dtype:
+            return
+        dtype = self._towers.text.model.dtype
+        self.mitp_prompt[adapter_name] = nn.Parameter(
+            self.mitp_prompt[adapter_name].to(dtype), requires_grad=self.mitp_prompt[adapter_name].requires_grad
+        )
+        self.mitp_hub[adapter_name].to(dtype)
+        self.mitp_head[adapter_name].to(dtype)
+
+    # --------------------------------------------------------------------------------------- merge and unload
+
+    def _check_merge_allowed(self) -> None:
+        raise NotImplementedError(MERGE_REFUSAL)
+
+    def _unload_and_optionally_merge(self, merge: bool = True, **kwargs: Any) -> nn.Module:
+        if merge:
+            self._check_merge_allowed()
+        vars(self.model).pop("forward", None)
+        return super()._unload_and_optionally_merge(merge=False, **kwargs)
+
+    # ------------------------------------------------------------------------------------------- state dicts
+
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        """`base_model.mitp_hub.<adapter>.translate_text_to_vision.0.weight` -> `...mitp_hub.translate_...`.
+
+        peft's default only removes the adapter name as the last or second-to-last key component; the hub nests
+        deeper, so remove it right after MITP's containers wherever it stands.
+        """
+        pattern = rf"(^|\.)({re.escape(MITP_PREFIX)}[a-z_]+)\.{re.escape(adapter_name)}(?=\.|$)"
+        return re.sub(pattern, r"\1\2", key)

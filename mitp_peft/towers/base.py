@@ -1,0 +1,150 @@
+"""What the MITP engine needs to know about one tower of a dual encoder.
+
+A tower adapter knows how its family embeds inputs, masks attention, runs one encoder layer and pools. The engine
+drives both towers through this interface and never names a family. Adapters are plain objects, not modules: they
+hold no parameters and are never saved.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+# Attention backends that accept an arbitrary dense mask: the prompt mask of METHOD.md step 4 is not causal, so
+# backends that only know "causal + padding" (flash attention) cannot express it.
+DENSE_MASK_BACKENDS = ("sdpa", "eager")
+
+
+@dataclass
+class TowerState:
+    """A tower's token stream and what pooling needs to find its token again."""
+
+    hidden: torch.Tensor
+    """(batch, tokens, width), without prompts."""
+    token_mask: Optional[torch.Tensor] = None
+    """(batch, tokens) bool, True for real tokens, False for padding; None when every token is real."""
+    pool_index: Optional[torch.Tensor] = None
+    """(batch,) position of the pooled token, for towers that pool one token chosen per sample."""
+
+
+class Tower(ABC):
+    """One tower (text or vision) of a dual encoder, as MITP drives it."""
+
+    modality: str
+    causal: bool = False
+    """Whether the tower's own tokens attend causally (CLIP text) rather than bidirectionally."""
+
+    def __init__(self, tower: nn.Module, path: str, layers_path: str) -> None:
+        self.model = tower
+        self.config = tower.config
+        self._layers_path = layers_path
+        self.layers_path = f"{path}.{layers_path}"
+        """Where the encoder layers sit in the dual encoder, e.g. `text_model.encoder.layers`."""
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.get_submodule(self._layers_path)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def attn_implementation(self) -> str:
+        return self.config._attn_implementation
+
+    @property
+    def max_positions(self) -> Optional[int]:
+        """How many tokens the tower was pre-trained to attend over; None where images set the length."""
+        return None
+
+    @property
+    def needs_mask(self) -> bool:
+        """Whether this tower ever needs an attention mask (then the backend must take dense masks)."""
+        return self.causal or self.modality == "text"
+
+    @abstractmethod
+    def embed(self, inputs: dict) -> TowerState:
+        """Embed the inputs up to the first encoder layer."""
+
+    @abstractmethod
+    def pool(self, state: TowerState, hidden: torch.Tensor) -> torch.Tensor:
+        """Pool the final token stream (without prompts) exactly as the backbone does."""
+
+    def fit_prompts(self, state: TowerState, num_prompts: int) -> TowerState:
+        """Make room for the prompts within `max_positions`, or explain how to tokenize so they fit.
+
+        Trailing columns that are padding in every row are dropped first: nothing attends to them and nothing pools
+        them, so the result is exactly the same.
+        """
+        if self.max_positions is None:
+            return state
+        if state.token_mask is not None:
+            real_columns = state.token_mask.any(dim=0).nonzero()
+            if real_columns.numel() == 0:
+                raise ValueError("Every text in the batch is empty: attention_mask is all zeros.")
+            length = int(real_columns.max()) + 1
+            state = TowerState(state.hidden[:, :length], state.token_mask[:, :length], state.pool_index)
+        room = self.max_positions - num_prompts
+        if state.hidden.shape[1] > room:
+            raise ValueError(
+                f"The text has {state.hidden.shape[1]} tokens, but with prompt_length={num_prompts} the "
+                f"{type(self.model).__name__} has room for {room} ({self.max_positions} positions minus the prompts). "
+                f"Tokenize with truncation=True, max_length={room} (see MITPModel.max_text_length)."
+            )
+        return state
+
+    def run_layer(
+        self, layer: nn.Module, hidden: torch.Tensor, attention_mask: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        """Run one encoder layer; families whose layers return tuples take the first element."""
+        out = layer(hidden, attention_mask=attention_mask)
+        return out[0] if isinstance(out, tuple) else out
+
+    def attention_mask(self, state: TowerState, num_prompts: int) -> Optional[torch.Tensor]:
+        """The mask for a layer whose input is `[tokens ; num_prompts prompts]`, in the backend's format.
+
+        Among the tower's own tokens the tower's rule holds (causal or not) and padding is never attended. Prompts
+        see every real token and are seen by every token (METHOD.md step 4). Each token also sees itself, so no row is
+        empty: an empty softmax row makes sdpa return NaN, and only padding rows could be empty.
+        """
+        if not self.causal and state.token_mask is None:
+            return None
+        batch, length = state.hidden.shape[:2]
+        device = state.hidden.device
+        total = length + num_prompts
+        real = (
+            state.token_mask
+            if state.token_mask is not None
+            else torch.ones(batch, length, dtype=torch.bool, device=device)
+        )
+        keys = torch.cat([real, real.new_ones(batch, num_prompts)], dim=1)  # (batch, total)
+        mask = keys[:, None, :].expand(batch, total, total).clone()
+        if self.causal:
+            text_rows = torch.ones(length, total, dtype=torch.bool, device=device)
+            text_rows[:, :length] = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+            mask[:, :length] &= text_rows
+        mask |= torch.eye(total, dtype=torch.bool, device=device)
+        return self._to_backend(mask[:, None], state.hidden.dtype)
+
+    def _to_backend(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if self.attn_implementation == "sdpa":
+            return mask
+        if self.attn_implementation == "eager":
+            return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+        raise ValueError(self.unsupported_backend_message())
+
+    def unsupported_backend_message(self) -> str:
+        return (
+            f"MITP builds its own attention masks for the {self.modality} tower ({type(self.model).__name__}), "
+            f"which the {self.attn_implementation!r} attention backend cannot take. Load the backbone with "
+            f"attn_implementation='sdpa' (or 'eager'): supported backends are {DENSE_MASK_BACKENDS}."
+        )
