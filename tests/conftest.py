@@ -1,0 +1,74 @@
+"""Tiny CLIP backbones built from configs (no downloads) and inputs for them."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import CLIPConfig, CLIPModel  # noqa: E402
+
+import mitp_peft  # noqa: E402, F401  (registers MITP)
+
+VOCAB = 100
+BOS, EOS, PAD = VOCAB - 2, VOCAB - 1, 0
+MAX_POSITIONS = 24
+TEXT_LAYERS, VISION_LAYERS = 5, 6
+TEXT_WIDTH, VISION_WIDTH = 32, 48
+
+
+def tiny_clip_config(**text_overrides) -> CLIPConfig:
+    text = dict(
+        vocab_size=VOCAB,
+        hidden_size=TEXT_WIDTH,
+        intermediate_size=64,
+        num_hidden_layers=TEXT_LAYERS,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_POSITIONS,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
+    text.update(text_overrides)
+    vision = dict(
+        hidden_size=VISION_WIDTH,
+        intermediate_size=64,
+        num_hidden_layers=VISION_LAYERS,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+
+
+def tiny_clip(seed: int = 0, **text_overrides) -> CLIPModel:
+    torch.manual_seed(seed)
+    return CLIPModel(tiny_clip_config(**text_overrides)).eval()
+
+
+def make_inputs(batch: int = 3, lengths=None, seed: int = 1, pad_to: int | None = None) -> dict:
+    """Texts of the given real lengths (BOS ... EOS), right-padded with PAD, and random images."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = lengths or [7 - (i % 3) for i in range(batch)]
+    width = pad_to or max(lengths)
+    ids = torch.full((batch, width), PAD)
+    mask = torch.zeros(batch, width, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(1, BOS, (n,), generator=g)
+        ids[row, 0], ids[row, n - 1] = BOS, EOS
+        mask[row, :n] = 1
+    pixels = torch.randn(batch, 3, 32, 32, generator=g)
+    return dict(pixel_values=pixels, input_ids=ids, attention_mask=mask)
+
+
+@pytest.fixture
+def base():
+    return tiny_clip()
+
+
+@pytest.fixture
+def inputs():
+    return make_inputs()
