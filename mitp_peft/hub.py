@@ -22,9 +22,11 @@ class Memory(NamedTuple):
     """(batch, prompts, vision width)"""
 
 
-def translator(in_size: int, hidden_size: int, out_size: int) -> nn.Sequential:
+def translator(in_size: int, hidden_size: int, out_size: int, device: Optional[torch.device] = None) -> nn.Sequential:
     """Linear-GELU-Linear: small enough to keep the adapter near 2M parameters on CLIP ViT-L/14."""
-    return nn.Sequential(nn.Linear(in_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, out_size))
+    return nn.Sequential(
+        nn.Linear(in_size, hidden_size, device=device), nn.GELU(), nn.Linear(hidden_size, out_size, device=device)
+    )
 
 
 def similarity_attention(query: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -66,10 +68,11 @@ class MemoryHub(nn.Module):
         temperature: float,
         attention: str,
         memory_decay: float,
+        device: Optional[torch.device] = None,
     ) -> None:
         super().__init__()
-        self.translate_text_to_vision = translator(text_size, hidden_size, vision_size)
-        self.translate_vision_to_text = translator(vision_size, hidden_size, text_size)
+        self.translate_text_to_vision = translator(text_size, hidden_size, vision_size, device)
+        self.translate_vision_to_text = translator(vision_size, hidden_size, text_size, device)
         self.temperature = temperature
         self.attention = attention
         self.memory_decay = memory_decay

@@ -47,7 +47,44 @@ class MITPModel(BaseTuner):
 
     # ------------------------------------------------------------------------------------------------- creation
 
-    def _pre_injection_hook(self, model: nn.Module, config: MITPConfig, adapter_name: str) -> None:
+    def inject_adapter(
+        self,
+        model: nn.Module,
+        adapter_name: str,
+        autocast_adapter_dtype: bool = True,
+        low_cpu_mem_usage: bool = False,
+        state_dict: Optional[dict[str, torch.Tensor]] = None,
+    ) -> None:
+        """Check the config against the backbone, create the adapter's prompt, hub and head, wrap its layers.
+
+        Overridden rather than done in `_pre_injection_hook`, which peft calls for the first adapter only.
+        """
+        config: MITPConfig = self.peft_config[adapter_name]
+        towers = self._check_backbone(model, config)
+        if not hasattr(self, "mitp_prompt"):
+            self.mitp_prompt = nn.ParameterDict()
+            self.mitp_hub = nn.ModuleDict()
+            self.mitp_head = nn.ModuleDict()
+        self._towers: TowerPair = towers
+        self._create_adapter_modules(adapter_name, config, towers)
+        try:
+            super().inject_adapter(
+                model,
+                adapter_name,
+                autocast_adapter_dtype=autocast_adapter_dtype,
+                low_cpu_mem_usage=low_cpu_mem_usage,
+                state_dict=state_dict,
+            )
+        except Exception:
+            for container in self._tuner_containers():
+                container.pop(adapter_name, None)
+            raise
+        if "forward" not in vars(model):
+            # Bound to this tuner, so deepcopy of the model rebinds it to the copied tuner.
+            model.forward = MethodType(MITPModel._joint_forward, self)
+
+    @staticmethod
+    def _check_backbone(model: nn.Module, config: MITPConfig) -> TowerPair:
         towers = resolve_towers(model)
         for tower in towers:
             if tower.needs_mask and tower.attn_implementation not in DENSE_MASK_BACKENDS:
@@ -59,17 +96,10 @@ class MITPModel(BaseTuner):
                 f"prompt_length={config.prompt_length} leaves no room for text: the text tower attends over at most "
                 f"{room} tokens, and the text needs at least 2 (start and end). Choose prompt_length <= {room - 2}."
             )
-        if not hasattr(self, "mitp_prompt"):
-            self.mitp_prompt = nn.ParameterDict()
-            self.mitp_hub = nn.ModuleDict()
-            self.mitp_head = nn.ModuleDict()
-        self._towers: TowerPair = towers
-        self._create_adapter_modules(adapter_name, config, towers)
+        return towers
 
     def _create_adapter_modules(self, adapter_name: str, config: MITPConfig, towers: TowerPair) -> None:
         device = next(self.model.parameters()).device
-        if device.type == "meta":  # low_cpu_mem_usage loading: the weights arrive with the state dict
-            device = torch.device("cpu")
         text_size, vision_size = towers.text.hidden_size, towers.vision.hidden_size
         prompt = torch.randn(config.prompt_length, text_size, device=device) * config.prompt_init_std
         self.mitp_prompt[adapter_name] = nn.Parameter(prompt)
@@ -80,7 +110,8 @@ class MITPModel(BaseTuner):
             config.temperature,
             config.hub_attention,
             config.memory_decay,
-        ).to(device)
+            device,
+        )
         features = (text_size + vision_size) * (2 if config.head_uses_memory else 1)
         self.mitp_head[adapter_name] = nn.Linear(features, config.num_labels, device=device)
 
@@ -116,11 +147,6 @@ class MITPModel(BaseTuner):
         # A whole encoder layer is (un)wrapped: there is no single `.weight` to rebind as in LoRA, and the
         # wrapper holds no weights to move.
         setattr(parent, child_name, new_module)
-
-    def _post_injection_hook(self, model: nn.Module, config: MITPConfig, adapter_name: str) -> None:
-        if "forward" not in vars(model):
-            # Bound to this tuner, so deepcopy of the model rebinds it to the copied tuner.
-            model.forward = MethodType(MITPModel._joint_forward, self)
 
     # -------------------------------------------------------------------------------------------------- forward
 

@@ -151,7 +151,10 @@ def test_extraction_layers_keep_no_graph(base, inputs):
     """Below the first interaction layer nothing requires grad; from it on, the stream carries the prompts' graph."""
     model = mitp(base)
     seen = {}
-    for name, layer in [("text0", base.text_model.encoder.layers[0]), ("vision1", base.vision_model.encoder.layers[1])]:
+    for name, layer in [
+        ("text0", base.text_model.encoder.layers[0]),
+        ("vision1", base.vision_model.encoder.layers[1]),
+    ]:
         layer.register_forward_hook(lambda m, a, out, name=name: seen.update({name: out.requires_grad}))
     last = base.text_model.encoder.layers[-1].get_base_layer()
     last.register_forward_hook(lambda m, a, out: seen.update(text_last=out.requires_grad))

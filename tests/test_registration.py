@@ -62,20 +62,23 @@ def test_loading_paths_in_a_fresh_process(tmp_path):
     """peft has no plugin hook: without `import mitp_peft` it cannot know MITP. This pins down both paths the
     README documents: the import (or `mitp_peft.from_pretrained`) loads; without it peft fails with KeyError 'MITP'."""
     setup = f"""
-        import sys; sys.path.insert(0, {str(mitp_peft.__path__[0] + '/../tests')!r})
+        import sys; sys.path.insert(0, {str(mitp_peft.__path__[0] + "/../tests")!r})
         import torch
         from conftest import tiny_clip, make_inputs
     """
-    save = setup + f"""
+    save = (
+        setup
+        + f"""
         import mitp_peft
         from peft import get_peft_model
         base = tiny_clip()
-        base.save_pretrained({str(tmp_path / 'base')!r})
+        base.save_pretrained({str(tmp_path / "base")!r})
         model = get_peft_model(base, mitp_peft.MITPConfig(num_labels=3))
-        model.peft_config['default'].base_model_name_or_path = {str(tmp_path / 'base')!r}
-        model.save_pretrained({str(tmp_path / 'adapter')!r})
-        torch.save(model(**make_inputs()).logits, {str(tmp_path / 'logits.pt')!r})
+        model.peft_config['default'].base_model_name_or_path = {str(tmp_path / "base")!r}
+        model.save_pretrained({str(tmp_path / "adapter")!r})
+        torch.save(model(**make_inputs()).logits, {str(tmp_path / "logits.pt")!r})
     """
+    )
     assert _run(save).returncode == 0, _run(save).stderr
     without_import = _run(
         f"""
@@ -83,7 +86,7 @@ def test_loading_paths_in_a_fresh_process(tmp_path):
         from peft import PeftModel
         from transformers import CLIPModel
         try:
-            PeftModel.from_pretrained(CLIPModel.from_pretrained({str(tmp_path / 'base')!r}), {str(tmp_path / 'adapter')!r})
+            PeftModel.from_pretrained(CLIPModel.from_pretrained({str(tmp_path / "base")!r}), {str(tmp_path / "adapter")!r})
         finally:
             assert "mitp_peft" not in sys.modules
     """
@@ -93,11 +96,11 @@ def test_loading_paths_in_a_fresh_process(tmp_path):
         setup
         + f"""
         import mitp_peft
-        model = mitp_peft.from_pretrained({str(tmp_path / 'adapter')!r})
-        expected = torch.load({str(tmp_path / 'logits.pt')!r})
+        model = mitp_peft.from_pretrained({str(tmp_path / "adapter")!r})
+        expected = torch.load({str(tmp_path / "logits.pt")!r})
         assert torch.equal(model(**make_inputs()).logits, expected)
         from peft import AutoPeftModel
-        auto = AutoPeftModel.from_pretrained({str(tmp_path / 'adapter')!r})
+        auto = AutoPeftModel.from_pretrained({str(tmp_path / "adapter")!r})
         assert torch.equal(auto(**make_inputs()).logits, expected)
         print("loaded")
     """

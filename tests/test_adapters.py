@@ -1,0 +1,144 @@
+"""Adapters as peft users know them: save/load, resume, several adapters, disable, unload, merge refused."""
+
+import copy
+import json
+
+import pytest
+import torch
+from conftest import make_inputs, tiny_clip
+from peft import PeftModel, get_peft_model
+from safetensors.torch import load_file
+from transformers import CLIPModel
+
+from mitp_peft import MITPConfig, MITPLayer
+
+LABELS = torch.tensor([0, 1, 2])
+
+
+def trained(base, steps=2, **kwargs):
+    """An adapter whose weights differ from any fresh initialisation."""
+    model = get_peft_model(base, MITPConfig(num_labels=3, **kwargs))
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(steps):
+        model(**make_inputs(), labels=LABELS).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model
+
+
+def trainable_names(model):
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_save_writes_only_the_adapter_and_reload_is_bit_identical(tmp_path, inputs):
+    model = trained(tiny_clip())
+    expected = model(**inputs).logits
+    model.save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
+    saved = load_file(tmp_path / "adapter_model.safetensors")
+    assert set(saved) == {
+        "base_model.mitp_prompt",
+        *(
+            f"base_model.mitp_hub.translate_{d}.{i}.{w}"
+            for d in ("text_to_vision", "vision_to_text")
+            for i in (0, 2)
+            for w in ("weight", "bias")
+        ),
+        "base_model.mitp_head.weight",
+        "base_model.mitp_head.bias",
+    }
+    assert sum(t.numel() for t in saved.values()) == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["peft_type"] == "MITP" and config["text_layers"] == [1, 2, 3, 4]
+
+    again = PeftModel.from_pretrained(tiny_clip(), tmp_path)
+    assert torch.equal(again(**inputs).logits, expected)
+    assert not trainable_names(again)
+
+
+def test_low_cpu_mem_usage_load(tmp_path, inputs):
+    model = trained(tiny_clip())
+    model.save_pretrained(tmp_path)
+    again = PeftModel.from_pretrained(tiny_clip(), tmp_path, low_cpu_mem_usage=True)
+    assert torch.equal(again(**inputs).logits, model(**inputs).logits)
+
+
+def test_is_trainable_resumes_training(tmp_path, inputs):
+    model = trained(tiny_clip())
+    model.save_pretrained(tmp_path)
+    resumed = PeftModel.from_pretrained(tiny_clip(), tmp_path, is_trainable=True)
+    assert trainable_names(resumed) == trainable_names(model)
+    before = resumed.base_model.mitp_head["default"].weight.detach().clone()
+    resumed(**inputs, labels=LABELS).loss.backward()
+    torch.optim.SGD([p for p in resumed.parameters() if p.requires_grad], lr=0.5).step()
+    assert not torch.equal(resumed.base_model.mitp_head["default"].weight, before)
+
+
+def test_second_adapter_keeps_trainability_right(tmp_path, inputs):
+    model = get_peft_model(tiny_clip(), MITPConfig(num_labels=3))
+    model.add_adapter("second", MITPConfig(num_labels=5, text_layers=[3], vision_layers=[5]))
+    assert all(".default" in n for n in trainable_names(model))  # adding does not activate
+    assert model(**inputs).logits.shape == (3, 3)
+
+    model.set_adapter("second")
+    names = trainable_names(model)
+    assert names and all(".second" in n for n in names)
+    assert model(**inputs).logits.shape == (3, 5)
+
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "second" / "adapter_model.safetensors").exists()
+
+    model.delete_adapter("second")
+    assert model.active_adapters == ["default"]
+    assert "second" not in model.base_model.mitp_hub and "second" not in model.peft_config
+    assert all(".default" in n for n in trainable_names(model)) and trainable_names(model)
+    assert model(**inputs).logits.shape == (3, 3)
+
+    loaded = PeftModel.from_pretrained(tiny_clip(), tmp_path)
+    loaded.load_adapter(tmp_path / "second", adapter_name="other")
+    loaded.set_adapter("other")
+    assert loaded(**inputs).logits.shape == (3, 5)
+
+
+def test_disable_adapter_gives_the_backbone_outputs(inputs):
+    reference = tiny_clip()
+    model = trained(tiny_clip())
+    with model.disable_adapter():
+        out = model(**inputs)
+        assert not trainable_names(model)
+    expected = reference(**inputs)
+    assert type(out) is type(expected)
+    for key in ("logits_per_image", "text_embeds", "image_embeds"):
+        assert torch.equal(out[key], expected[key])
+    assert trainable_names(model)  # enabled again afterwards
+    assert model(**inputs).logits.shape == (3, 3)
+
+
+def test_unload_returns_the_untouched_backbone(inputs):
+    reference = tiny_clip()
+    model = trained(tiny_clip())
+    unloaded = model.unload()
+    assert type(unloaded) is CLIPModel
+    assert not any(isinstance(m, MITPLayer) for m in unloaded.modules())
+    assert "forward" not in vars(unloaded) and not hasattr(unloaded, "peft_config")
+    assert unloaded.state_dict().keys() == reference.state_dict().keys()
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in unloaded.state_dict().items())
+    assert torch.equal(unloaded(**inputs).logits_per_image, reference(**inputs).logits_per_image)
+
+
+def test_merge_is_refused_with_the_reason():
+    model = get_peft_model(tiny_clip(), MITPConfig(num_labels=3))
+    for merge in (model.merge_and_unload, model.merge_adapter):
+        with pytest.raises(NotImplementedError, match="cannot be merged.*computed per input"):
+            merge()
+    assert any(isinstance(m, MITPLayer) for m in model.modules())  # nothing was changed
+
+
+def test_deepcopy_keeps_its_own_forward(inputs):
+    model = trained(tiny_clip())
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.base_model.mitp_head["default"].weight.zero_()
+        twin.base_model.mitp_head["default"].bias.zero_()
+    assert torch.count_nonzero(twin(**inputs).logits) == 0
+    assert torch.count_nonzero(model(**inputs).logits) > 0
