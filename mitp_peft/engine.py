@@ -6,7 +6,8 @@ this module drives them layer by layer through their tower adapters and never na
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple, Optional
 
 import torch
@@ -57,6 +58,19 @@ class _Stream:
         return self.tower.pool(self.state, self.hidden)
 
 
+@contextmanager
+def _without_checkpointing(layers: Sequence[nn.Module]) -> Iterator[None]:
+    """Layers run under no_grad keep no activations anyway; checkpointing them would only warn (reentrant)."""
+    switched = [layer for layer in layers if getattr(layer, "gradient_checkpointing", False)]
+    for layer in switched:
+        layer.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for layer in switched:
+            layer.gradient_checkpointing = True
+
+
 def check_inputs(inputs: dict) -> None:
     """Fail early, naming the problem, instead of with a shape error deep inside torch."""
     missing = [name for name in ("pixel_values", "input_ids") if inputs.get(name) is None]
@@ -100,7 +114,8 @@ def encode(
     vision = _Stream(towers.vision, towers.vision.embed(inputs), vision_layers, num_prompts)
 
     # Extraction layers below the first interaction layer are frozen and see no prompt: keep no activations.
-    with torch.no_grad():
+    extraction = [*towers.text.layers[: text_layers[0]], *towers.vision.layers[: vision_layers[0]]]
+    with torch.no_grad(), _without_checkpointing(extraction):
         text.run_until(text_layers[0])
         vision.run_until(vision_layers[0])
 

@@ -85,8 +85,9 @@ def test_loading_paths_in_a_fresh_process(tmp_path):
         import sys
         from peft import PeftModel
         from transformers import CLIPModel
+        base = CLIPModel.from_pretrained({str(tmp_path / "base")!r})
         try:
-            PeftModel.from_pretrained(CLIPModel.from_pretrained({str(tmp_path / "base")!r}), {str(tmp_path / "adapter")!r})
+            PeftModel.from_pretrained(base, {str(tmp_path / "adapter")!r})
         finally:
             assert "mitp_peft" not in sys.modules
     """
