@@ -72,3 +72,19 @@ def base():
 @pytest.fixture
 def inputs():
     return make_inputs()
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """(image, text, label) samples as a Trainer sees them: fixed-length texts so the default collator stacks them."""
+
+    def __init__(self, size: int, num_labels: int = 3, seed: int = 5) -> None:
+        batch = make_inputs(batch=size, lengths=[4 + i % 4 for i in range(size)], seed=seed, pad_to=8)
+        self.rows = [{k: v[i] for k, v in batch.items()} for i in range(size)]
+        for i, row in enumerate(self.rows):
+            row["labels"] = torch.tensor(i % num_labels)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
