@@ -21,7 +21,7 @@ class MITPConfig(PeftConfig):
     MITP appends temporal prompts to a few *interaction layers* of both towers of a frozen dual encoder, lets the
     prompts of the two modalities interact in a parameter-free, similarity-based *memory hub*, and generates the next
     interaction layer's prompts from the hub's memory. A linear head classifies the pooled features of both towers.
-    See `docs/METHOD.md` of the project for the design and which parts the paper states.
+    See `docs/METHOD.md` for the design and which parts the paper states.
 
     Interaction layers are paired from the top: by default the last `num_interaction_layers` layers of each tower.
     Explicit `text_layers` / `vision_layers` override that. Layer indices are checked against the backbone when the

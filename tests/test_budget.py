@@ -1,0 +1,53 @@
+"""The parameter budget of METHOD.md on a CLIP ViT-L/14-sized backbone (built on the meta device: no weights)."""
+
+import torch
+from peft import get_peft_model
+from safetensors import safe_open
+from transformers import CLIPConfig, CLIPModel
+
+from mitp_peft import MITPConfig
+
+L14 = CLIPConfig(
+    text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+    vision_config=dict(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14
+    ),
+    projection_dim=768,
+)
+
+
+def l14_with_mitp(**kwargs):
+    with torch.device("meta"):
+        base = CLIPModel(L14)
+    assert sum(p.numel() for p in base.parameters()) == 427_616_513
+    return get_peft_model(base, MITPConfig(num_labels=101, **kwargs))
+
+
+def test_l14_trains_2025061_parameters(capsys):
+    model = l14_with_mitp()
+    model.print_trainable_parameters()
+    assert "trainable params: 2,025,061 || all params: 429,641,574 || trainable%: 0.4713" in capsys.readouterr().out
+    config = model.peft_config["default"]
+    assert config.text_layers == [8, 9, 10, 11] and config.vision_layers == [20, 21, 22, 23]
+    parts = {
+        "prompt": model.base_model.mitp_prompt["default"].numel(),
+        "text_to_vision": sum(
+            p.numel() for p in model.base_model.mitp_hub["default"].translate_text_to_vision.parameters()
+        ),
+        "vision_to_text": sum(
+            p.numel() for p in model.base_model.mitp_hub["default"].translate_vision_to_text.parameters()
+        ),
+        "head": sum(p.numel() for p in model.base_model.mitp_head["default"].parameters()),
+    }
+    assert parts == {"prompt": 6_144, "text_to_vision": 919_040, "vision_to_text": 918_784, "head": 181_093}
+
+
+def test_l14_adapter_file_is_about_8_mb(tmp_path):
+    model = l14_with_mitp()
+    for container in (model.base_model.mitp_prompt, model.base_model.mitp_hub, model.base_model.mitp_head):
+        container.to_empty(device="cpu")
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "adapter_model.safetensors"
+    with safe_open(path, "pt") as f:
+        assert sum(torch.Size(f.get_slice(k).get_shape()).numel() for k in f.keys()) == 2_025_061
+    assert 8_100_000 < path.stat().st_size < 8_110_000  # 2,025,061 fp32 values (8,100,244 bytes) + header
