@@ -56,6 +56,17 @@ def test_save_writes_only_the_adapter_and_reload_is_bit_identical(tmp_path, inpu
     assert not trainable_names(again)
 
 
+def test_peft_status_reports_know_mitp():
+    model = get_peft_model(tiny_clip(), MITPConfig(num_labels=3))
+    status = model.get_model_status()
+    assert status.peft_types == {"default": "MITP"} and status.enabled is True
+    assert status.num_adapter_layers == 8 and status.active_adapters == ["default"]
+    assert {layer.name.split(".encoder")[0] for layer in model.get_layer_status()} == {
+        "model.text_model",
+        "model.vision_model",
+    }
+
+
 def test_low_cpu_mem_usage_load(tmp_path, inputs):
     model = trained(tiny_clip())
     model.save_pretrained(tmp_path)
