@@ -19,8 +19,8 @@ from .layer import MERGE_REFUSAL, MITPLayer
 from .registration import MITP_PREFIX
 from .towers import DENSE_MASK_BACKENDS, TowerPair, resolve_towers
 
-# Arguments of the backbone's forward that MITP's forward accepts besides the inputs it reads.
-_IGNORED_FORWARD_ARGS = ("return_dict",)
+# Arguments of the backbone's forward that MITP's forward takes besides its inputs.
+_OUTPUT_ARGS = ("return_dict",)
 _VISION_ARGS = ("interpolate_pos_encoding",)
 
 
@@ -136,6 +136,7 @@ class MITPModel(BaseTuner):
         current_key: str,
         **kwargs: Any,
     ) -> None:
+        # target_modules lists the K text layers, then the K vision layers: position mod K is the pair.
         pair = peft_config.target_modules.index(current_key) % peft_config.num_interaction_layers
         if not isinstance(target, MITPLayer):
             wrapped = MITPLayer(target)
@@ -172,7 +173,7 @@ class MITPModel(BaseTuner):
             # The backbone's own outputs: it has no classification head, so labels have no meaning there.
             return type(self.model).forward(self.model, **inputs, **kwargs)
 
-        unexpected = sorted(set(kwargs) - set(_IGNORED_FORWARD_ARGS) - set(_VISION_ARGS))
+        unexpected = sorted(set(kwargs) - set(_OUTPUT_ARGS) - set(_VISION_ARGS))
         if unexpected:
             raise TypeError(
                 f"MITP's forward got unexpected argument(s) {unexpected}. It takes pixel_values, input_ids, "
@@ -205,9 +206,11 @@ class MITPModel(BaseTuner):
         return output if kwargs.get("return_dict", True) else output.to_tuple()
 
     def _mitp_enabled(self) -> bool:
-        return any(isinstance(m, MITPLayer) and not m.disable_adapters for m in self.model.modules()) and bool(
-            self.active_adapters
-        )
+        # peft enables and disables all tuner layers together; the active adapter's first layer stands for all.
+        if not self.active_adapters:
+            return False
+        first_text_layer = self.peft_config[self.active_adapters[0]].text_layers[0]
+        return not self._towers.text.layers[first_text_layer].disable_adapters
 
     def _active_adapter_name(self) -> str:
         if len(self.active_adapters) != 1:
@@ -228,10 +231,11 @@ class MITPModel(BaseTuner):
         return (self.mitp_prompt, self.mitp_hub, self.mitp_head)
 
     def _adapter_parameters(self, adapter_name: str) -> list[nn.Parameter]:
-        params = [self.mitp_prompt[adapter_name]]
-        for container in (self.mitp_hub, self.mitp_head):
-            params += list(container[adapter_name].parameters())
-        return params
+        return [
+            self.mitp_prompt[adapter_name],
+            *self.mitp_hub[adapter_name].parameters(),
+            *self.mitp_head[adapter_name].parameters(),
+        ]
 
     def _sync_trainability(self, trainable: Sequence[str] = ()) -> None:
         """Only the named adapters' tuner-level parameters train; peft's own helpers never look here."""
