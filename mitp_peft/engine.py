@@ -71,7 +71,7 @@ def _without_checkpointing(layers: Sequence[nn.Module]) -> Iterator[None]:
             layer.gradient_checkpointing = True
 
 
-def check_inputs(inputs: dict) -> None:
+def check_inputs(inputs: dict, pixel_ndim: int) -> None:
     """Fail early, naming the problem, instead of with a shape error deep inside torch."""
     missing = [name for name in ("pixel_values", "input_ids") if inputs.get(name) is None]
     if missing:
@@ -82,20 +82,22 @@ def check_inputs(inputs: dict) -> None:
     pixel_values, input_ids = inputs["pixel_values"], inputs["input_ids"]
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
-    if pixel_values.dim() != 4:
+    if pixel_values.dim() != pixel_ndim:
         raise ValueError(
-            f"pixel_values must be (batch, channels, height, width), got shape {tuple(pixel_values.shape)}."
+            f"pixel_values must have {pixel_ndim} dimensions, batch first, as the image processor returns them; got "
+            f"shape {tuple(pixel_values.shape)}."
         )
     if pixel_values.shape[0] != input_ids.shape[0]:
         raise ValueError(
             f"Image and text batch sizes differ: pixel_values has {pixel_values.shape[0]} samples, input_ids "
             f"{input_ids.shape[0]}. MITP classifies (image, text) pairs: give one text per image."
         )
-    mask = inputs.get("attention_mask")
-    if mask is not None and tuple(mask.shape) != tuple(input_ids.shape):
-        raise ValueError(
-            f"attention_mask has shape {tuple(mask.shape)} but input_ids {tuple(input_ids.shape)}; they must match."
-        )
+    for name in ("attention_mask", "token_type_ids", "position_ids"):
+        value = inputs.get(name)
+        if value is not None and tuple(value.shape) != tuple(input_ids.shape):
+            raise ValueError(
+                f"{name} has shape {tuple(value.shape)} but input_ids {tuple(input_ids.shape)}; they must match."
+            )
 
 
 def encode(
@@ -108,7 +110,7 @@ def encode(
     inputs: dict,
 ) -> Encoded:
     """Run both towers with MITP's temporal prompts and return their pooled features."""
-    check_inputs(inputs)
+    check_inputs(inputs, towers.vision.pixel_ndim)
     num_prompts = text_prompt.shape[0]
     text = _Stream(towers.text, towers.text.embed(inputs), text_layers, num_prompts)
     vision = _Stream(towers.vision, towers.vision.embed(inputs), vision_layers, num_prompts)

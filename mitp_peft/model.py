@@ -19,9 +19,8 @@ from .layer import MERGE_REFUSAL, MITPLayer
 from .registration import MITP_PREFIX
 from .towers import DENSE_MASK_BACKENDS, TowerPair, resolve_towers
 
-# Arguments of the backbone's forward that MITP's forward takes besides its inputs.
+# Arguments of the backbone's forward that MITP's forward takes besides the towers' inputs.
 _OUTPUT_ARGS = ("return_dict",)
-_VISION_ARGS = ("interpolate_pos_encoding",)
 
 
 class MITPModel(BaseTuner):
@@ -112,7 +111,9 @@ class MITPModel(BaseTuner):
             config.memory_decay,
             device,
         )
-        features = (text_size + vision_size) * (2 if config.head_uses_memory else 1)
+        features = towers.text.pooled_size + towers.vision.pooled_size
+        if config.head_uses_memory:
+            features += text_size + vision_size
         self.mitp_head[adapter_name] = nn.Linear(features, config.num_labels, device=device)
 
     def _prepare_adapter_config(self, peft_config: MITPConfig, model_config: dict) -> MITPConfig:
@@ -156,31 +157,30 @@ class MITPModel(BaseTuner):
         input_ids: Optional[torch.Tensor] = None,
         pixel_values: Optional[torch.Tensor] = None,
         attention_mask: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.Tensor] = None,
         labels: Optional[torch.Tensor] = None,
         num_items_in_batch: Optional[Union[int, torch.Tensor]] = None,
         **kwargs: Any,
     ) -> MITPOutput:
         """Classify (image, text) pairs with the active MITP adapter; with adapters disabled, the backbone's forward.
 
-        `labels` gives `loss`; `num_items_in_batch` (passed by `Trainer`) makes the loss exact under gradient
-        accumulation and DDP, see `classification_loss`.
+        Takes what the towers read (e.g. `token_type_ids`, `position_ids`, `interpolate_pos_encoding`). `labels`
+        gives `loss`; `num_items_in_batch` (passed by `Trainer`) makes the loss exact under gradient accumulation
+        and DDP, see `classification_loss`.
         """
         inputs = dict(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        if position_ids is not None:
-            inputs["position_ids"] = position_ids
         if not self._mitp_enabled():
             # The backbone's own outputs: it has no classification head, so labels have no meaning there.
             return type(self.model).forward(self.model, **inputs, **kwargs)
 
-        unexpected = sorted(set(kwargs) - set(_OUTPUT_ARGS) - set(_VISION_ARGS))
+        accepted = set(self._towers.text.input_names) | set(self._towers.vision.input_names)
+        unexpected = sorted(set(kwargs) - accepted - set(_OUTPUT_ARGS))
         if unexpected:
             raise TypeError(
-                f"MITP's forward got unexpected argument(s) {unexpected}. It takes pixel_values, input_ids, "
-                f"attention_mask, position_ids, labels and {list(_VISION_ARGS)}; the backbone's own outputs are "
-                "available under `with model.disable_adapter():`."
+                f"MITP's forward got unexpected argument(s) {unexpected}. With this backbone it takes "
+                f"{sorted(accepted)} and labels; the backbone's own outputs are available under "
+                "`with model.disable_adapter():`."
             )
-        inputs.update({k: kwargs[k] for k in _VISION_ARGS if k in kwargs})
+        inputs.update({name: value for name, value in kwargs.items() if name in accepted})
         adapter = self._active_adapter_name()
         config: MITPConfig = self.peft_config[adapter]
         encoded = encode(

@@ -54,7 +54,7 @@ def test_text_mask_follows_method():
             [T, F, F, F, T, T],
             [T, T, F, F, T, T],
             [T, T, T, F, T, T],
-            [T, T, T, T, T, T],  # a padding row: only itself among padding (never attended by others)
+            [T, T, T, F, T, T],  # a padding token reads like the others but is read by no one
             [T, T, T, F, T, T],
             [T, T, T, F, T, T],
         ]

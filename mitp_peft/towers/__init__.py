@@ -1,6 +1,9 @@
 """Tower adapters, one small file per backbone family, and the registry that picks them.
 
-To add a family: write its `Tower` subclasses in a new module and add one line to `FAMILIES`.
+Adding a family: write its `TextTower` / `VisionTower` subclasses in a new module (how it embeds, which position it
+pools and how), then add its towers' `model_type`s to `TOWERS` and, for a new dual-encoder class, its `model_type` to
+`DUAL_ENCODERS`. Encoder layers are found by structure; masks, prompts and the room check are generic. Run the
+shared test battery (`tests/test_families.py`) with a tiny config of the new family added to `FAMILIES` there.
 """
 
 from __future__ import annotations
@@ -9,47 +12,64 @@ from typing import NamedTuple
 
 from torch import nn
 
-from .base import DENSE_MASK_BACKENDS, Tower, TowerState
+from .base import DENSE_MASK_BACKENDS, TextTower, Tower, TowerState, VisionTower
+from .bert import AltCLIPTextTower, BertTextTower, ChineseCLIPTextTower, RobertaTextTower
 from .clip import CLIPTextTower, CLIPVisionTower
+from .siglip import Siglip2VisionTower, SiglipTextTower, SiglipVisionTower
+from .vit import ViTVisionTower
 
-ADDING_A_FAMILY = "mitp_peft/towers/__init__.py (docstring) and the README section 'Supported backbones'"
+# Dual encoders (by config.model_type) whose towers sit at `text_model` and `vision_model`.
+DUAL_ENCODERS = ("clip", "siglip", "siglip2", "chinese_clip", "altclip", "vision-text-dual-encoder")
 
-
-class Family(NamedTuple):
-    text: type[Tower]
-    vision: type[Tower]
-    text_path: str
-    vision_path: str
-    layers_path: str
-
-
-# model_type -> how to drive its towers.
-FAMILIES: dict[str, Family] = {
-    "clip": Family(CLIPTextTower, CLIPVisionTower, "text_model", "vision_model", "encoder.layers"),
+# A tower's config.model_type -> its adapter.
+TOWERS: dict[str, type[Tower]] = {
+    "clip_text_model": CLIPTextTower,
+    "clip_vision_model": CLIPVisionTower,
+    "siglip_text_model": SiglipTextTower,
+    "siglip_vision_model": SiglipVisionTower,
+    "siglip2_text_model": SiglipTextTower,
+    "siglip2_vision_model": Siglip2VisionTower,
+    "chinese_clip_text_model": ChineseCLIPTextTower,
+    "chinese_clip_vision_model": CLIPVisionTower,
+    "altclip_text_model": AltCLIPTextTower,
+    "altclip_vision_model": CLIPVisionTower,
+    "bert": BertTextTower,
+    "roberta": RobertaTextTower,
+    "xlm-roberta": RobertaTextTower,
+    "vit": ViTVisionTower,
+    "deit": ViTVisionTower,
 }
+
+HOW_TO_ADD = "the docstring of mitp_peft/towers/__init__.py and the README section 'Supported backbones'"
 
 
 class TowerPair(NamedTuple):
-    text: Tower
-    vision: Tower
+    text: TextTower
+    vision: VisionTower
 
 
 def resolve_towers(model: nn.Module) -> TowerPair:
     """The tower adapters for a dual encoder, or an error naming what is supported."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    family = FAMILIES.get(model_type)
-    if family is None:
+    if model_type not in DUAL_ENCODERS:
         raise ValueError(
             f"MITP does not support {type(model).__name__} (model_type={model_type!r}). Supported dual encoders: "
-            f"{sorted(FAMILIES)}. Pass the whole dual encoder (e.g. CLIPModel), not one tower; to add a family see "
-            f"{ADDING_A_FAMILY}."
+            f"{list(DUAL_ENCODERS)}. Pass the whole dual encoder (e.g. CLIPModel), not one tower; to add a family "
+            f"see {HOW_TO_ADD}."
         )
-    text = model.get_submodule(family.text_path)
-    vision = model.get_submodule(family.vision_path)
-    return TowerPair(
-        family.text(text, family.text_path, family.layers_path),
-        family.vision(vision, family.vision_path, family.layers_path),
-    )
+    towers = []
+    for path, modality in (("text_model", "text"), ("vision_model", "vision")):
+        tower = model.get_submodule(path)
+        tower_type = tower.config.model_type
+        adapter = TOWERS.get(tower_type)
+        if adapter is None or adapter.modality != modality:
+            supported = sorted(t for t, a in TOWERS.items() if a.modality == modality)
+            raise ValueError(
+                f"MITP does not support {type(tower).__name__} (model_type={tower_type!r}) as the {modality} tower "
+                f"of {type(model).__name__}. Supported {modality} towers: {supported}; to add one see {HOW_TO_ADD}."
+            )
+        towers.append(adapter(tower, path))
+    return TowerPair(*towers)
 
 
-__all__ = ["DENSE_MASK_BACKENDS", "FAMILIES", "Tower", "TowerPair", "TowerState", "resolve_towers"]
+__all__ = ["DENSE_MASK_BACKENDS", "DUAL_ENCODERS", "TOWERS", "Tower", "TowerPair", "TowerState", "resolve_towers"]

@@ -28,7 +28,20 @@ class TowerState:
     token_mask: Optional[torch.Tensor] = None
     """(batch, tokens) bool, True for real tokens, False for padding; None when every token is real."""
     pool_index: Optional[torch.Tensor] = None
-    """(batch,) position of the pooled token, for towers that pool one token chosen per sample."""
+    """(batch,) position of the pooled token (text towers)."""
+
+
+def find_layers(tower: nn.Module) -> str:
+    """The path of a tower's encoder layers: the module list with one entry per hidden layer.
+
+    Found by structure because the path differs between families and transformers versions (`encoder.layer`,
+    `encoder.layers`, `layers`, `roberta.encoder.layers`).
+    """
+    depth = tower.config.num_hidden_layers
+    found = [name for name, m in tower.named_modules() if isinstance(m, nn.ModuleList) and len(m) == depth]
+    if not found:
+        raise ValueError(f"Found no list of {depth} encoder layers in {type(tower).__name__}.")
+    return min(found, key=lambda name: name.count("."))
 
 
 class Tower(ABC):
@@ -38,11 +51,14 @@ class Tower(ABC):
     causal: bool = False
     """Whether the tower's own tokens attend causally (CLIP text) rather than bidirectionally."""
 
-    def __init__(self, tower: nn.Module, path: str, layers_path: str) -> None:
+    input_names: tuple[str, ...]
+    """The forward arguments this tower reads."""
+
+    def __init__(self, tower: nn.Module, path: str) -> None:
         self.model = tower
         self.config = tower.config
-        self._layers_path = layers_path
-        self.layers_path = f"{path}.{layers_path}"
+        self._layers_path = find_layers(tower)
+        self.layers_path = f"{path}.{self._layers_path}"
         """Where the encoder layers sit in the dual encoder, e.g. `text_model.encoder.layers`."""
 
     @property
@@ -58,6 +74,11 @@ class Tower(ABC):
         return self.config.hidden_size
 
     @property
+    def pooled_size(self) -> int:
+        """Width of the pooled features (some families pool through a projection)."""
+        return self.hidden_size
+
+    @property
     def attn_implementation(self) -> str:
         return self.config._attn_implementation
 
@@ -68,8 +89,8 @@ class Tower(ABC):
 
     @property
     def needs_mask(self) -> bool:
-        """Whether this tower ever needs an attention mask (then the backend must take dense masks)."""
-        return self.causal or self.modality == "text"
+        """Whether this tower may need an attention mask (then the backend must take dense masks)."""
+        return True
 
     @abstractmethod
     def embed(self, inputs: dict) -> TowerState:
@@ -82,8 +103,8 @@ class Tower(ABC):
     def fit_prompts(self, state: TowerState, num_prompts: int) -> TowerState:
         """Make room for the prompts within `max_positions`, or explain how to tokenize so they fit.
 
-        Trailing columns that are padding in every row are dropped first: nothing attends to them and nothing pools
-        them, so the result is exactly the same.
+        Trailing columns that are padding in every row (and pooled in none) are dropped first: nothing attends to
+        them and nothing pools them, so the result is exactly the same.
         """
         if self.max_positions is None:
             return state
@@ -91,7 +112,7 @@ class Tower(ABC):
             real_columns = state.token_mask.any(dim=0).nonzero()
             if real_columns.numel() == 0:
                 raise ValueError("Every text in the batch is empty: attention_mask is all zeros.")
-            length = int(real_columns.max()) + 1
+            length = max(int(real_columns.max()), int(state.pool_index.max())) + 1
             state = TowerState(state.hidden[:, :length], state.token_mask[:, :length], state.pool_index)
         room = self.max_positions - num_prompts
         if state.hidden.shape[1] > room:
@@ -113,8 +134,8 @@ class Tower(ABC):
         """The mask for a layer whose input is `[tokens ; num_prompts prompts]`, in the backend's format.
 
         Among the tower's own tokens the tower's rule holds (causal or not) and padding is never attended. Prompts
-        see every real token and are seen by every token (METHOD.md step 4). Each token also sees itself, so no row is
-        empty: an empty softmax row makes sdpa return NaN, and only padding rows could be empty.
+        see every real token and are seen by every token (METHOD.md step 4). A row left with nothing to attend to (a
+        left-padding token in a causal tower) attends to itself: an empty softmax row makes sdpa return NaN.
         """
         if not self.causal and state.token_mask is None:
             return None
@@ -132,7 +153,8 @@ class Tower(ABC):
             text_rows = torch.ones(length, total, dtype=torch.bool, device=device)
             text_rows[:, :length] = torch.ones(length, length, dtype=torch.bool, device=device).tril()
             mask[:, :length] &= text_rows
-        mask |= torch.eye(total, dtype=torch.bool, device=device)
+        empty_rows = ~mask.any(dim=-1, keepdim=True)
+        mask |= empty_rows & torch.eye(total, dtype=torch.bool, device=device)
         return self._to_backend(mask[:, None], state.hidden.dtype)
 
     def _to_backend(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -148,3 +170,57 @@ class Tower(ABC):
             f"which the {self.attn_implementation!r} attention backend cannot take. Load the backbone with "
             f"attn_implementation='sdpa' (or 'eager'): supported backends are {DENSE_MASK_BACKENDS}."
         )
+
+
+class TextTower(Tower):
+    """A text tower: embeds token ids, masks padding, pools one token per sample."""
+
+    modality = "text"
+    input_names = ("input_ids", "attention_mask", "position_ids")
+
+    @property
+    def embeddings(self) -> nn.Module:
+        return self.model.embeddings
+
+    @property
+    def max_positions(self) -> Optional[int]:
+        return self.config.max_position_embeddings
+
+    def embed(self, inputs: dict) -> TowerState:
+        given = {name: inputs.get(name) for name in self.input_names if name != "attention_mask"}
+        hidden = self.embeddings(**{name: value for name, value in given.items() if value is not None})
+        attention_mask = inputs.get("attention_mask")
+        token_mask = None if attention_mask is None else attention_mask.to(device=hidden.device, dtype=torch.bool)
+        return TowerState(hidden, token_mask, self.pooled_position(inputs["input_ids"].to(hidden.device)))
+
+    @abstractmethod
+    def pooled_position(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(batch,) the position the backbone pools."""
+
+
+class FirstTokenTextTower(TextTower):
+    """Text towers that pool the first token ([CLS] / <s>): BERT-likes."""
+
+    input_names = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+    def pooled_position(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+
+
+class VisionTower(Tower):
+    """A vision tower: embeds pixels into patch tokens; images set the length, so no room check."""
+
+    modality = "vision"
+    input_names = ("pixel_values", "interpolate_pos_encoding")
+    pixel_ndim = 4
+    """Rank of `pixel_values`: (batch, channels, height, width) for most families."""
+
+    @property
+    def needs_mask(self) -> bool:
+        return False
+
+    def embed(self, inputs: dict) -> TowerState:
+        hidden = self.model.embeddings(
+            inputs["pixel_values"], interpolate_pos_encoding=inputs.get("interpolate_pos_encoding") or False
+        )
+        return TowerState(hidden)

@@ -1,0 +1,27 @@
+"""ViT-like vision towers (`ViTModel`, `DeiTModel`) as `VisionTextDualEncoderModel` uses them."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import TowerState, VisionTower
+
+
+class ViTVisionTower(VisionTower):
+    """Layer norm on the last stream, then the model's pooler (dense + tanh on [CLS])."""
+
+    def __init__(self, tower: nn.Module, path: str) -> None:
+        super().__init__(tower, path)
+        if getattr(tower, "pooler", None) is None:
+            raise ValueError(
+                f"{type(tower).__name__} has no pooler, but VisionTextDualEncoderModel pools images with it. "
+                "Load the vision model with its pooling layer."
+            )
+
+    @property
+    def pooled_size(self) -> int:
+        return self.model.pooler.dense.out_features
+
+    def pool(self, state: TowerState, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.pooler(self.model.layernorm(hidden))
