@@ -1,0 +1,110 @@
+"""Tiny dual encoders of every supported family, built from configs, and inputs that fit each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from conftest import tiny_clip
+from transformers import (
+    AltCLIPConfig,
+    AltCLIPModel,
+    BertConfig,
+    ChineseCLIPConfig,
+    ChineseCLIPModel,
+    CLIPVisionConfig,
+    DeiTConfig,
+    RobertaConfig,
+    Siglip2Config,
+    Siglip2Model,
+    SiglipConfig,
+    SiglipModel,
+    VisionTextDualEncoderConfig,
+    VisionTextDualEncoderModel,
+    ViTConfig,
+)
+
+VOCAB = 100
+TEXT = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=5, num_attention_heads=4)
+TEXT.update(max_position_embeddings=40)
+# SigLIP compares the text head's output with the image features directly: their widths must agree.
+SIGLIP_TEXT = dict(TEXT, projection_size=48, bos_token_id=2, eos_token_id=VOCAB - 1, pad_token_id=1)
+VISION = dict(hidden_size=48, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4)
+VISION.update(image_size=32, patch_size=8)
+
+
+class Family(NamedTuple):
+    build: Callable[[], torch.nn.Module]
+    pad_token_id: int
+    pixel_inputs: Callable[[int, torch.Generator], dict]
+    has_token_types: bool = False
+
+
+def images(batch: int, g: torch.Generator) -> dict:
+    return dict(pixel_values=torch.randn(batch, 3, 32, 32, generator=g))
+
+
+def naflex_images(batch: int, g: torch.Generator) -> dict:
+    """SigLIP 2: 16 patches of 8 x 8 x 3 values on a 4 x 4 grid; the second image uses only 12 of them."""
+    mask = torch.ones(batch, 16, dtype=torch.long)
+    mask[1:, 12:] = 0
+    return dict(
+        pixel_values=torch.randn(batch, 16, 3 * 8 * 8, generator=g),
+        pixel_attention_mask=mask,
+        spatial_shapes=torch.tensor([[4, 4]] * batch),
+    )
+
+
+def vtde(vision_config, text_config):
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(vision_config, text_config, projection_dim=16)
+    return VisionTextDualEncoderModel(config)
+
+
+FAMILIES: dict[str, Family] = {
+    "clip": Family(tiny_clip, 0, images),
+    "siglip": Family(lambda: SiglipModel(SiglipConfig(text_config=SIGLIP_TEXT, vision_config=VISION)), 1, images),
+    "siglip2": Family(
+        lambda: Siglip2Model(Siglip2Config(text_config=SIGLIP_TEXT, vision_config=dict(VISION, num_patches=16))),
+        1,
+        naflex_images,
+    ),
+    "chinese_clip": Family(
+        lambda: ChineseCLIPModel(ChineseCLIPConfig(text_config=TEXT, vision_config=VISION, projection_dim=16)),
+        0,
+        images,
+        has_token_types=True,
+    ),
+    "altclip": Family(
+        lambda: AltCLIPModel(
+            AltCLIPConfig(text_config=dict(TEXT, project_dim=24), vision_config=VISION, projection_dim=16)
+        ),
+        1,
+        images,
+        has_token_types=True,
+    ),
+    "vit+bert": Family(lambda: vtde(ViTConfig(**VISION), BertConfig(**TEXT)), 0, images, has_token_types=True),
+    "deit+roberta": Family(lambda: vtde(DeiTConfig(**VISION), RobertaConfig(**TEXT)), 1, images, has_token_types=True),
+    "clip-vision+bert": Family(
+        lambda: vtde(CLIPVisionConfig(**VISION), BertConfig(**TEXT)), 0, images, has_token_types=True
+    ),
+}
+
+
+def build(name: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return FAMILIES[name].build().eval()
+
+
+def family_inputs(name: str, lengths=(7, 5, 3), seed: int = 1) -> dict:
+    """Texts of the given lengths (first token 3, last token VOCAB - 1 as an end token), right-padded."""
+    family = FAMILIES[name]
+    g = torch.Generator().manual_seed(seed)
+    batch, width = len(lengths), max(lengths)
+    ids = torch.full((batch, width), family.pad_token_id)
+    mask = torch.zeros(batch, width, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(4, VOCAB - 2, (n,), generator=g)
+        ids[row, 0], ids[row, n - 1] = 3, VOCAB - 1
+        mask[row, :n] = 1
+    return dict(input_ids=ids, attention_mask=mask, **family.pixel_inputs(batch, g))

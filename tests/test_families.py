@@ -1,0 +1,176 @@
+"""One battery for every supported dual-encoder family (tiny configs, random weights: mechanics only)."""
+
+import copy
+
+import pytest
+import torch
+from families import FAMILIES, TEXT, VISION, build, family_inputs
+from peft import PeftModel, get_peft_model
+from transformers import CLIPVisionConfig
+
+from mitp_peft import MITPConfig
+from mitp_peft.towers import resolve_towers
+
+NAMES = sorted(FAMILIES)
+LABELS = torch.tensor([0, 1, 2])
+
+
+def mitp(name, **kwargs):
+    return get_peft_model(build(name), MITPConfig(num_labels=3, **kwargs))
+
+
+def backbone_embeds(model, inputs):
+    """The dual encoder's own normalized text and image embeddings."""
+    out = model(**inputs)
+    return out.text_embeds, out.image_embeds
+
+
+def as_embeds(model, modality, pooled):
+    """What the dual encoder does with pooled features: its projection (if any), then L2 normalization."""
+    projection = getattr(model, "text_projection" if modality == "text" else "visual_projection", None)
+    if projection is not None:
+        pooled = projection(pooled)
+    return pooled / pooled.norm(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_towers_without_prompts_pool_as_the_dual_encoder(name):
+    model = build(name)
+    inputs = family_inputs(name)
+    towers = resolve_towers(model)
+    expected = dict(zip(("text", "vision"), backbone_embeds(model, inputs), strict=True))
+    with torch.no_grad():
+        for tower in towers:
+            state = tower.embed(inputs)
+            hidden, mask = state.hidden, tower.attention_mask(state, 0)
+            for layer in tower.layers:
+                hidden = tower.run_layer(layer, hidden, mask)
+            got = as_embeds(model, tower.modality, tower.pool(state, hidden))
+            torch.testing.assert_close(got, expected[tower.modality], rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_backward_reaches_exactly_the_adapter(name):
+    model = mitp(name)
+    reference = {k: v.clone() for k, v in model.get_base_model().state_dict().items()}
+    out = model(**family_inputs(name), labels=LABELS)
+    assert out.logits.shape == (3, 3) and torch.isfinite(out.loss)
+    out.loss.backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad == trainable and all(".mitp_" in n for n in trainable)
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0).step()
+    assert all(torch.equal(v, reference[k]) for k, v in model.get_base_model().state_dict().items())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_load_is_bit_identical(name, tmp_path):
+    model = mitp(name)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    inputs = family_inputs(name)
+    model.save_pretrained(tmp_path)
+    again = PeftModel.from_pretrained(build(name), tmp_path)
+    assert torch.equal(again(**inputs).logits, model(**inputs).logits)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_disable_adapter_is_the_backbone(name):
+    # Frozen like the adapted backbone: nn.MultiheadAttention (SigLIP's pooling head) takes another kernel when no
+    # parameter requires grad, which differs in the last bits.
+    reference = build(name).requires_grad_(False)
+    model = mitp(name)
+    inputs = family_inputs(name)
+    with model.disable_adapter():
+        got = backbone_embeds(model, inputs)
+    for a, b in zip(got, backbone_embeds(reference, inputs), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_prompts_are_gone_before_pooling(name):
+    """With the last layers prompt-free, their outputs have the original lengths: pooling (EOS, last token, CLS,
+    attention-pooling heads) never sees a prompt."""
+    model = mitp(name, text_layers=[1, 2], vision_layers=[2, 3])
+    towers = resolve_towers(model.get_base_model())
+    inputs = family_inputs(name)
+    lengths = {}
+    for tower in towers:
+        tower.layers[-1].register_forward_hook(lambda m, a, out, t=tower.modality: lengths.update({t: out.shape[1]}))
+    model(**inputs)
+    with torch.no_grad():
+        assert lengths == {t.modality: t.embed(inputs).hidden.shape[1] for t in towers}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_padding_is_never_attended(name):
+    model = mitp(name)
+    inputs = family_inputs(name)
+    pooled = resolve_towers(model.get_base_model()).text.pooled_position(inputs["input_ids"])
+    changed = copy.deepcopy(inputs)
+    for row in range(3):
+        for col in range(inputs["input_ids"].shape[1]):
+            if not inputs["attention_mask"][row, col] and col != pooled[row]:
+                changed["input_ids"][row, col] = 50  # other ids at padding positions nobody pools
+    assert not torch.equal(changed["input_ids"], inputs["input_ids"])
+    assert torch.equal(model(**changed).logits, model(**inputs).logits)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_interaction_crosses_towers(name):
+    model = mitp(name)
+    inputs = family_inputs(name)
+    other = family_inputs(name, seed=7)
+    other_image = dict(inputs, **{k: v for k, v in other.items() if k not in ("input_ids", "attention_mask")})
+    # At initialization a prompt is most similar to itself (cosine 1): what crosses over is small, but it crosses.
+    assert not torch.equal(model(**other_image).text_features, model(**inputs).text_features)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if FAMILIES[n].has_token_types])
+def test_token_type_ids_are_used_consistently(name):
+    model = mitp(name)
+    inputs = family_inputs(name)
+    zeros = dict(inputs, token_type_ids=torch.zeros_like(inputs["input_ids"]))
+    ones = dict(inputs, token_type_ids=torch.ones_like(inputs["input_ids"]) * inputs["attention_mask"])
+    torch.testing.assert_close(model(**zeros).logits, model(**inputs).logits, rtol=0, atol=0)
+    if model.get_base_model().text_model.config.type_vocab_size > 1:
+        assert not torch.allclose(model(**ones).logits, model(**inputs).logits)
+
+
+def test_siglip2_padding_patches_are_never_attended():
+    model = mitp("siglip2")
+    inputs = family_inputs("siglip2")
+    changed = copy.deepcopy(inputs)
+    changed["pixel_values"][1:, 12:] = 5.0  # values of padding patches
+    assert torch.equal(model(**changed).logits, model(**inputs).logits)
+
+
+def test_unsupported_tower_is_named():
+    from transformers import ConvBertConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel
+
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(
+        CLIPVisionConfig(**VISION), ConvBertConfig(**TEXT), projection_dim=16
+    )
+    with pytest.raises(ValueError, match=r"ConvBertModel \(model_type='convbert'\) as the text tower.*Supported text"):
+        get_peft_model(VisionTextDualEncoderModel(config), MITPConfig(num_labels=2))
+
+
+def test_unsupported_model_is_named():
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with pytest.raises(ValueError, match=r"does not support CLIPTextModel.*Pass the whole dual encoder"):
+        get_peft_model(CLIPTextModel(CLIPTextConfig(hidden_size=32, num_hidden_layers=2)), MITPConfig(num_labels=2))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_longest_text_that_fits_runs_and_one_more_is_explained(name):
+    model = mitp(name)
+    room = model.max_text_length
+    # 40 positions (24 in the tiny CLIP); RoBERTa-style towers number them from padding_idx + 1 and lose two.
+    positions = {"clip": 24, "altclip": 38, "deit+roberta": 38}.get(name, 40)
+    assert room == positions - 8
+    assert torch.isfinite(model(**family_inputs(name, lengths=(room, 3, 2))).logits).all()
+    with pytest.raises(ValueError, match=f"has room for {room}"):
+        model(**family_inputs(name, lengths=(room + 1, 3, 2)))
