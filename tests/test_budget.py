@@ -51,3 +51,21 @@ def test_l14_adapter_file_is_about_8_mb(tmp_path):
     with safe_open(path, "pt") as f:
         assert sum(torch.Size(f.get_slice(k).get_shape()).numel() for k in f.keys()) == 2_025_061
     assert 8_100_000 < path.stat().st_size < 8_110_000  # 2,025,061 fp32 values (8,100,244 bytes) + header
+
+
+def test_budget_table_script():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    import budget
+
+    rows = {name: budget.budget_row(name, 101) for name in ("CLIP ViT-L/14", "ViT-B/16 + BERT-base (PMF)")}
+    assert rows["CLIP ViT-L/14"]["trainable_params"] == 2_025_061
+    assert rows["CLIP ViT-L/14"]["backbone_params"] == 427_616_513
+    assert rows["CLIP ViT-L/14"]["vision_layers"] == [20, 21, 22, 23]
+    # ViT-B + BERT-base: 8 x 768 prompt, two 768 <-> 512 translators, head on two 768-wide poolers.
+    expected = 8 * 768 + 2 * (768 * 512 + 512 + 512 * 768 + 768) + (768 + 768) * 101 + 101
+    assert rows["ViT-B/16 + BERT-base (PMF)"]["trainable_params"] == expected
+    table = budget.markdown(list(rows.values()), 101)
+    assert "| CLIP ViT-L/14 | 427.6M | [8, 9, 10, 11] / [20, 21, 22, 23] | 2,025,061 | 0.47% | 8.1 MB |" in table
