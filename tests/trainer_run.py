@@ -52,3 +52,6 @@ def run(out_dir: str, per_device_batch: int, accumulation: int, ddp: bool = Fals
 if __name__ == "__main__":
     torch.manual_seed(0)
     run(sys.argv[1], per_device_batch=int(sys.argv[2]), accumulation=int(sys.argv[3]), ddp=True)
+    # Trainer leaves the process group open; exiting with gloo's threads alive can abort a rank.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
