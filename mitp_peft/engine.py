@@ -25,23 +25,32 @@ class Encoded(NamedTuple):
     """The hub memory after the last pair; computed only when the head uses it."""
 
 
+# Inputs that replace a tower's embedding and extraction layers: its states at the first interaction layer, as
+# computed once by `mitp_peft.extraction`, and the layer pair they were taken at.
+CACHED_TEXT_STATES = "mitp_text_states"
+CACHED_VISION_STATES = "mitp_vision_states"
+CACHED_LAYERS = "mitp_states_layers"
+CACHE_INPUTS = (CACHED_TEXT_STATES, CACHED_VISION_STATES, CACHED_LAYERS)
+
+
 class _Stream:
     """One tower's token stream during the joint forward, with the two masks it needs (built once per call)."""
 
-    def __init__(self, tower: Tower, state: TowerState, layer_indices: Sequence[int], num_prompts: int) -> None:
+    def __init__(
+        self, tower: Tower, state: TowerState, layer_indices: Sequence[int], num_prompts: int, start: int = 0
+    ) -> None:
         self.tower = tower
         self.state = tower.fit_prompts(state, num_prompts)
         self.hidden = self.state.hidden
         self.interaction = [tower.layers[i] for i in layer_indices]
         self.indices = list(layer_indices)
-        self.next_layer = 0
+        self.next_layer = start
         self.plain_mask = tower.attention_mask(self.state, 0)
         self.prompt_mask = tower.attention_mask(self.state, num_prompts)
 
     def run_until(self, stop: int) -> None:
         """Run the prompt-free layers from where the stream stands up to (not including) layer `stop`."""
-        for layer in self.tower.layers[self.next_layer : stop]:
-            self.hidden = self.tower.run_layer(layer, self.hidden, self.plain_mask)
+        self.hidden = self.tower.run(self.hidden, self.plain_mask, self.next_layer, stop)
         self.next_layer = max(self.next_layer, stop)
 
     def acquire(self, pair: int, prompts: torch.Tensor) -> torch.Tensor:
@@ -59,7 +68,7 @@ class _Stream:
 
 
 @contextmanager
-def _without_checkpointing(layers: Sequence[nn.Module]) -> Iterator[None]:
+def without_checkpointing(layers: Sequence[nn.Module]) -> Iterator[None]:
     """Layers run under no_grad keep no activations anyway; checkpointing them would only warn (reentrant)."""
     switched = [layer for layer in layers if getattr(layer, "gradient_checkpointing", False)]
     for layer in switched:
@@ -74,12 +83,17 @@ def _without_checkpointing(layers: Sequence[nn.Module]) -> Iterator[None]:
 def check_inputs(inputs: dict, pixel_ndim: int) -> None:
     """Fail early, naming the problem, instead of with a shape error deep inside torch."""
     missing = [name for name in ("pixel_values", "input_ids") if inputs.get(name) is None]
+    if inputs.get(CACHED_VISION_STATES) is not None:
+        missing = [name for name in missing if name != "pixel_values"]
     if missing:
         raise ValueError(
             f"MITP needs both an image and a text per sample; missing {missing}. Pass pixel_values (from the image "
             "processor) and input_ids (+ attention_mask) from the tokenizer."
         )
-    pixel_values, input_ids = inputs["pixel_values"], inputs["input_ids"]
+    input_ids = inputs["input_ids"]
+    if inputs.get("pixel_values") is None:
+        return
+    pixel_values = inputs["pixel_values"]
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
     if pixel_values.dim() != pixel_ndim:
@@ -112,12 +126,19 @@ def encode(
     """Run both towers with MITP's temporal prompts and return their pooled features."""
     check_inputs(inputs, towers.vision.pixel_ndim)
     num_prompts = text_prompt.shape[0]
-    text = _Stream(towers.text, towers.text.embed(inputs), text_layers, num_prompts)
-    vision = _Stream(towers.vision, towers.vision.embed(inputs), vision_layers, num_prompts)
+    text, vision = (
+        _start(tower, layers, num_prompts, inputs, cached)
+        for tower, layers, cached in (
+            (towers.text, text_layers, CACHED_TEXT_STATES),
+            (towers.vision, vision_layers, CACHED_VISION_STATES),
+        )
+    )
+    if any(inputs.get(name) is not None for name in (CACHED_TEXT_STATES, CACHED_VISION_STATES)):
+        _check_cache(inputs, text_layers[0], vision_layers[0], inputs["input_ids"].shape[0])
 
     # Extraction layers below the first interaction layer are frozen and see no prompt: keep no activations.
     extraction = [*towers.text.layers[: text_layers[0]], *towers.vision.layers[: vision_layers[0]]]
-    with torch.no_grad(), _without_checkpointing(extraction):
+    with torch.no_grad(), without_checkpointing(extraction):
         text.run_until(text_layers[0])
         vision.run_until(vision_layers[0])
 
@@ -138,3 +159,35 @@ def encode(
             memory = hub.consolidate(outputs_t, outputs_v, memory)
 
     return Encoded(vision.pool(), text.pool(), memory if keep_memory else None)
+
+
+def _start(tower: Tower, layers: Sequence[int], num_prompts: int, inputs: dict, cached_name: str) -> _Stream:
+    """A stream at the embeddings, or at the first interaction layer when its states were cached."""
+    cached = inputs.get(cached_name)
+    if cached is None:
+        return _Stream(tower, tower.embed(inputs), layers, num_prompts)
+    if cached.dim() != 3 or cached.shape[-1] != tower.hidden_size:
+        raise ValueError(
+            f"{cached_name} must be (batch, tokens, {tower.hidden_size}) for this backbone, got {tuple(cached.shape)}."
+        )
+    hidden = cached.to(device=tower.model.device, dtype=tower.model.dtype)
+    return _Stream(tower, tower.state(hidden, inputs), layers, num_prompts, start=layers[0])
+
+
+def _check_cache(inputs: dict, first_text: int, first_vision: int, batch: int) -> None:
+    """Cached states are only valid at the layers they were taken at: refuse a cache made for other layers."""
+    for name in (CACHED_TEXT_STATES, CACHED_VISION_STATES):
+        if inputs.get(name) is not None and inputs[name].shape[0] != batch:
+            raise ValueError(f"{name} has {inputs[name].shape[0]} samples but input_ids {batch}.")
+    taken_at = inputs.get(CACHED_LAYERS)
+    if taken_at is None:
+        raise ValueError(
+            f"Cached states need {CACHED_LAYERS} (the layer pair they were taken at), as written by "
+            "mitp_peft.extraction.cache_extraction."
+        )
+    expected = torch.tensor([first_text, first_vision]).expand(batch, 2)
+    if not torch.equal(taken_at.to("cpu", torch.long), expected):
+        raise ValueError(
+            f"The cached states were taken at layers {taken_at[0].tolist()} (text, vision), but this adapter's first "
+            f"interaction layers are [{first_text}, {first_vision}]. Rebuild the cache with this adapter."
+        )

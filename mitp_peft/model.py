@@ -12,7 +12,7 @@ from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
 from .config import MITPConfig
-from .engine import encode
+from .engine import CACHE_INPUTS, encode
 from .head import MITPOutput, classification_loss
 from .hub import MemoryHub
 from .layer import MERGE_REFUSAL, MITPLayer
@@ -163,16 +163,17 @@ class MITPModel(BaseTuner):
     ) -> MITPOutput:
         """Classify (image, text) pairs with the active MITP adapter; with adapters disabled, the backbone's forward.
 
-        Takes what the towers read (e.g. `token_type_ids`, `position_ids`, `interpolate_pos_encoding`). `labels`
-        gives `loss`; `num_items_in_batch` (passed by `Trainer`) makes the loss exact under gradient accumulation
-        and DDP, see `classification_loss`.
+        Takes what the towers read (e.g. `token_type_ids`, `position_ids`, `interpolate_pos_encoding`), and states
+        cached by `mitp_peft.extraction` in place of the embeddings and extraction layers. `labels` gives `loss`;
+        `num_items_in_batch` (passed by `Trainer`) makes the loss exact under gradient accumulation and DDP, see
+        `classification_loss`.
         """
         inputs = dict(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
         if not self._mitp_enabled():
             # The backbone's own outputs: it has no classification head, so labels have no meaning there.
             return type(self.model).forward(self.model, **inputs, **kwargs)
 
-        accepted = set(self._towers.text.input_names) | set(self._towers.vision.input_names)
+        accepted = set(self._towers.text.input_names) | set(self._towers.vision.input_names) | set(CACHE_INPUTS)
         unexpected = sorted(set(kwargs) - accepted - set(_OUTPUT_ARGS))
         if unexpected:
             raise TypeError(

@@ -92,9 +92,17 @@ class Tower(ABC):
         """Whether this tower may need an attention mask (then the backend must take dense masks)."""
         return True
 
-    @abstractmethod
     def embed(self, inputs: dict) -> TowerState:
         """Embed the inputs up to the first encoder layer."""
+        return self.state(self.embed_tokens(inputs), inputs)
+
+    @abstractmethod
+    def embed_tokens(self, inputs: dict) -> torch.Tensor:
+        """(batch, tokens, width): the input of the first encoder layer."""
+
+    @abstractmethod
+    def state(self, hidden: torch.Tensor, inputs: dict) -> TowerState:
+        """The state of a token stream taken from this tower at any layer (masks and pooled positions)."""
 
     @abstractmethod
     def pool(self, state: TowerState, hidden: torch.Tensor) -> torch.Tensor:
@@ -129,6 +137,12 @@ class Tower(ABC):
         """Run one encoder layer; families whose layers return tuples take the first element."""
         out = layer(hidden, attention_mask=attention_mask)
         return out[0] if isinstance(out, tuple) else out
+
+    def run(self, hidden: torch.Tensor, attention_mask: Optional[torch.Tensor], start: int, stop: int) -> torch.Tensor:
+        """Run layers [start, stop) without prompts."""
+        for layer in self.layers[start:stop]:
+            hidden = self.run_layer(layer, hidden, attention_mask)
+        return hidden
 
     def attention_mask(self, state: TowerState, num_prompts: int) -> Optional[torch.Tensor]:
         """The mask for a layer whose input is `[tokens ; num_prompts prompts]`, in the backend's format.
@@ -186,9 +200,11 @@ class TextTower(Tower):
     def max_positions(self) -> Optional[int]:
         return self.config.max_position_embeddings
 
-    def embed(self, inputs: dict) -> TowerState:
+    def embed_tokens(self, inputs: dict) -> torch.Tensor:
         given = {name: inputs.get(name) for name in self.input_names if name != "attention_mask"}
-        hidden = self.embeddings(**{name: value for name, value in given.items() if value is not None})
+        return self.embeddings(**{name: value for name, value in given.items() if value is not None})
+
+    def state(self, hidden: torch.Tensor, inputs: dict) -> TowerState:
         attention_mask = inputs.get("attention_mask")
         token_mask = None if attention_mask is None else attention_mask.to(device=hidden.device, dtype=torch.bool)
         return TowerState(hidden, token_mask, self.pooled_position(inputs["input_ids"].to(hidden.device)))
@@ -219,8 +235,10 @@ class VisionTower(Tower):
     def needs_mask(self) -> bool:
         return False
 
-    def embed(self, inputs: dict) -> TowerState:
-        hidden = self.model.embeddings(
+    def embed_tokens(self, inputs: dict) -> torch.Tensor:
+        return self.model.embeddings(
             inputs["pixel_values"], interpolate_pos_encoding=inputs.get("interpolate_pos_encoding") or False
         )
+
+    def state(self, hidden: torch.Tensor, inputs: dict) -> TowerState:
         return TowerState(hidden)

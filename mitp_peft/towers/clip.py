@@ -29,9 +29,8 @@ class CLIPTextTower(TextTower):
 class CLIPVisionTower(VisionTower):
     """CLIP-style vision transformer: a layer norm before the encoder; pools CLS after the post layer norm."""
 
-    def embed(self, inputs: dict) -> TowerState:
-        state = super().embed(inputs)
-        return TowerState(self.model.pre_layrnorm(state.hidden))
+    def embed_tokens(self, inputs: dict) -> torch.Tensor:
+        return self.model.pre_layrnorm(super().embed_tokens(inputs))
 
     def pool(self, state: TowerState, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.post_layernorm(hidden[:, 0])

@@ -39,8 +39,10 @@ class Siglip2VisionTower(VisionTower):
     def needs_mask(self) -> bool:
         return True
 
-    def embed(self, inputs: dict) -> TowerState:
-        hidden = self.model.embeddings(inputs["pixel_values"], inputs["spatial_shapes"])
+    def embed_tokens(self, inputs: dict) -> torch.Tensor:
+        return self.model.embeddings(inputs["pixel_values"], inputs["spatial_shapes"])
+
+    def state(self, hidden: torch.Tensor, inputs: dict) -> TowerState:
         patch_mask = inputs.get("pixel_attention_mask")
         return TowerState(
             hidden, None if patch_mask is None else patch_mask.to(device=hidden.device, dtype=torch.bool)
