@@ -25,5 +25,12 @@ def from_pretrained(
         raise ValueError(
             f"The adapter at {adapter!r} does not record its base model; pass base_model_name_or_path=... ."
         )
-    model = AutoModel.from_pretrained(base, **base_model_kwargs)
+    try:
+        model = AutoModel.from_pretrained(base, **base_model_kwargs)
+    except OSError as error:
+        raise OSError(
+            f"Could not load {base!r}, the base model of the adapter at {adapter!r}. Without hub access "
+            "(HF_HUB_OFFLINE=1 or no network) it must be a local folder or already in the local cache: pass "
+            "base_model_name_or_path='/path/to/the/base/model'."
+        ) from error
     return PeftModel.from_pretrained(model, adapter, is_trainable=is_trainable)

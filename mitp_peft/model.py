@@ -311,3 +311,43 @@ class MITPModel(BaseTuner):
         """
         pattern = rf"(^|\.)({re.escape(MITP_PREFIX)}[a-z_]+)\.{re.escape(adapter_name)}(?=\.|$)"
         return re.sub(pattern, r"\1\2", key)
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(
+        cls, model: nn.Module, config: MITPConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Map checkpoint keys to this model, refusing an adapter trained on a backbone of other widths.
+
+        torch would fail with a bare size mismatch; name the two backbones' shapes instead.
+        """
+        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        own = model.state_dict()
+        mismatched = [k for k, v in remapped.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+        if mismatched:
+            key = mismatched[0]
+            raise ValueError(
+                f"This MITP adapter does not fit this backbone ({type(_unwrap(model)).__name__}): the adapter's "
+                f"{cls._remove_adapter_name_from_key(key, adapter_name)} has shape {tuple(remapped[key].shape)}, this "
+                f"backbone needs {tuple(own[key].shape)} ({len(mismatched)} tensor(s) differ). "
+                f"{_widths(remapped, own, adapter_name)} The adapter was trained on "
+                f"{config.base_model_name_or_path or 'an unrecorded base model'}; load it onto that backbone."
+            )
+        return remapped
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The dual encoder inside a PeftModel (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _widths(remapped: dict[str, torch.Tensor], own: dict[str, torch.Tensor], adapter_name: str) -> str:
+    """'Text width a, vision width b' of the adapter and of the backbone, read off the prompt and a translator."""
+    prompt = next((k for k in remapped if k.endswith(f"mitp_prompt.{adapter_name}")), None)
+    translator = next((k for k in remapped if k.endswith("translate_text_to_vision.2.weight")), None)
+    if prompt is None or translator is None or prompt not in own or translator not in own:
+        return ""
+
+    def describe(tensors: dict[str, torch.Tensor]) -> str:
+        return f"text width {tensors[prompt].shape[-1]}, vision width {tensors[translator].shape[0]}"
+
+    return f"Adapter: {describe(remapped)}; backbone: {describe(own)}."

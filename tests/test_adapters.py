@@ -153,3 +153,37 @@ def test_deepcopy_keeps_its_own_forward(inputs):
         twin.base_model.mitp_head["default"].bias.zero_()
     assert torch.count_nonzero(twin(**inputs).logits) == 0
     assert torch.count_nonzero(model(**inputs).logits) > 0
+
+
+def test_adapter_on_a_backbone_of_other_widths_names_both(tmp_path):
+    model = get_peft_model(tiny_clip(), MITPConfig(num_labels=3))
+    model.peft_config["default"].base_model_name_or_path = "tiny/clip-32-48"
+    model.save_pretrained(tmp_path)
+    wider = tiny_clip(hidden_size=64)  # a text tower of another width
+    with pytest.raises(
+        ValueError,
+        match=r"does not fit this backbone \(CLIPModel\).*Adapter: text width 32, "
+        r"vision width 48; backbone: text width 64, vision width 48.*trained on tiny/clip-32-48",
+    ):
+        PeftModel.from_pretrained(wider, tmp_path)
+
+
+def test_adapter_on_a_shallower_backbone_names_its_depth(tmp_path):
+    model = get_peft_model(tiny_clip(), MITPConfig(num_labels=3))
+    model.save_pretrained(tmp_path)
+    shallow = tiny_clip(num_hidden_layers=3)
+    with pytest.raises(ValueError, match=r"text_layers \[1, 2, 3, 4\] names layer\(s\) \[3, 4\] outside the backbone"):
+        PeftModel.from_pretrained(shallow, tmp_path)
+
+
+def test_from_pretrained_with_a_local_base_and_a_missing_one(tmp_path, inputs):
+    import mitp_peft
+
+    model = trained(tiny_clip())
+    model.peft_config["default"].base_model_name_or_path = "nobody/not-a-model"
+    model.save_pretrained(tmp_path / "adapter")
+    tiny_clip().save_pretrained(tmp_path / "base")
+    with pytest.raises(OSError, match=r"Could not load 'nobody/not-a-model'.*base_model_name_or_path="):
+        mitp_peft.from_pretrained(str(tmp_path / "adapter"))
+    again = mitp_peft.from_pretrained(str(tmp_path / "adapter"), base_model_name_or_path=str(tmp_path / "base"))
+    assert torch.equal(again(**inputs).logits, model(**inputs).logits)

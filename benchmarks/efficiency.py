@@ -1,0 +1,276 @@
+"""MITP against its peers on the same backbone and batch: one training step and one inference step each.
+
+    python benchmarks/efficiency.py                      # CLIP ViT-B/16 size, batch 8, on this machine's CPU
+    python benchmarks/efficiency.py --size l14 --steps 2 # ViT-L/14 (several minutes on 2 cores)
+    python benchmarks/efficiency.py --size tiny          # seconds: checks the script itself
+
+Backbones are built from their configs with random weights: cost does not depend on the weights. Every method runs
+in a fresh process, so its peak memory is its own; times are medians over `--steps` after one warm-up step. Each
+number is also given as a ratio to the frozen backbone's no-grad forward, measured in the same run, because this
+machine is noisy and absolute times drift. On a GPU (`--device cuda`), memory is `torch.cuda.max_memory_allocated`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+NUM_LABELS = 101
+TEXT_LENGTH = 32
+METHODS = ("frozen", "mitp", "mitp_cached", "mitp_checkpointing", "late_fusion", "lora", "pmf_style", "full_ft")
+DESCRIPTIONS = {
+    "frozen": "frozen backbone, no-grad forward (reference)",
+    "mitp": "MITP (defaults: K=4, M=8, h=512)",
+    "mitp_cached": "MITP from the extraction cache",
+    "mitp_checkpointing": "MITP with gradient checkpointing",
+    "late_fusion": "late fusion (linear head on frozen pooled features)",
+    "lora": "LoRA r=8 (q, k, v, out of both towers) + head",
+    "pmf_style": "PMF-style (top 4 layers of both towers, each run twice) + heads",
+    "full_ft": "full fine-tuning + head",
+}
+SIZES = {
+    "tiny": dict(text=(64, 4), vision=(64, 4), patch=16, image=64),
+    "b16": dict(text=(512, 12), vision=(768, 12), patch=16, image=224),
+    "l14": dict(text=(768, 12), vision=(1024, 24), patch=14, image=224),
+}
+
+
+def build_backbone(size: str) -> nn.Module:
+    from transformers import CLIPConfig, CLIPModel
+
+    spec = SIZES[size]
+    (d_t, l_t), (d_v, l_v) = spec["text"], spec["vision"]
+    text = dict(hidden_size=d_t, intermediate_size=4 * d_t, num_hidden_layers=l_t, num_attention_heads=d_t // 64)
+    vision = dict(hidden_size=d_v, intermediate_size=4 * d_v, num_hidden_layers=l_v, num_attention_heads=d_v // 64)
+    vision.update(patch_size=spec["patch"], image_size=spec["image"])
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=d_t))
+
+
+def make_batch(size: str, batch: int, device: str, dtype: torch.dtype) -> dict:
+    g = torch.Generator().manual_seed(0)
+    image = SIZES[size]["image"]
+    ids = torch.randint(1, 49000, (batch, TEXT_LENGTH), generator=g)
+    ids[:, 0], ids[:, -1] = 49406, 49407
+    return dict(
+        pixel_values=torch.randn(batch, 3, image, image, generator=g).to(device, dtype),
+        input_ids=ids.to(device),
+        attention_mask=torch.ones_like(ids).to(device),
+    )
+
+
+class PooledHead(nn.Module):
+    """A linear head on both towers' pooled features (before the projections), as MITP's head."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        size = backbone.config.text_config.hidden_size + backbone.config.vision_config.hidden_size
+        self.head = nn.Linear(size, NUM_LABELS)
+
+    def features(self, pixel_values, input_ids, attention_mask) -> torch.Tensor:
+        image = self.backbone.vision_model(pixel_values=pixel_values).pooler_output
+        text = self.backbone.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return torch.cat([image, text], dim=-1)
+
+    def forward(self, **inputs) -> torch.Tensor:
+        return self.head(self.features(**inputs))
+
+
+class LateFusion(PooledHead):
+    """Only the head trains: the towers run without a graph."""
+
+    def forward(self, **inputs) -> torch.Tensor:
+        with torch.no_grad():
+            features = self.features(**inputs)
+        return self.head(features)
+
+
+def build_method(method: str, size: str, device: str, dtype: torch.dtype, batch: dict) -> tuple[nn.Module, dict]:
+    """The model to time and the inputs it takes."""
+    from peft import LoraConfig, get_peft_model
+    from pmf_style import PMFStyle
+
+    import mitp_peft  # noqa: F401  (registers MITP)
+    from mitp_peft import MITPConfig
+    from mitp_peft.extraction import extract_states
+
+    torch.manual_seed(0)
+    backbone = build_backbone(size).to(device, dtype)
+    if method == "frozen":
+        return backbone.requires_grad_(False), batch
+    if method == "late_fusion":
+        return LateFusion(backbone.requires_grad_(False)).to(device), batch
+    if method == "full_ft":
+        return PooledHead(backbone).to(device), batch
+    if method == "lora":
+        lora = get_peft_model(backbone, LoraConfig(r=8, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
+        return PooledHead(lora.base_model.model).to(device), batch
+    if method == "pmf_style":
+        return PMFStyle(backbone, NUM_LABELS).to(device), batch
+    if method == "mitp_checkpointing":
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = get_peft_model(backbone, MITPConfig(num_labels=NUM_LABELS))
+    if method == "mitp_cached":
+        states = extract_states(model, batch)
+        batch = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **states)
+    return model, batch
+
+
+def logits_of(out) -> torch.Tensor:
+    return out if torch.is_tensor(out) else out.logits
+
+
+def worker(method: str, size: str, batch_size: int, steps: int, device: str, dtype: str) -> dict:
+    torch_dtype = getattr(torch, dtype)
+    batch = make_batch(size, batch_size, device, torch_dtype)
+    model, inputs = build_method(method, size, device, torch_dtype, batch)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def timed(step) -> float:
+        times = []
+        for i in range(steps + 1):
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            if i:  # the first step warms up
+                times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    result = {"method": method, "trainable_params": sum(p.numel() for p in trainable)}
+    if method == "frozen":
+        with torch.no_grad():
+            result["train_s"] = result["infer_s"] = timed(lambda: model(**inputs))
+    else:
+        model.train()
+        optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+        labels = torch.arange(batch_size, device=device) % NUM_LABELS
+
+        def train_step() -> None:
+            loss = nn.functional.cross_entropy(logits_of(model(**inputs)), labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        result["train_s"] = timed(train_step)
+        model.eval()
+        with torch.no_grad():
+            result["infer_s"] = timed(lambda: model(**inputs))
+    result["adapter_bytes"] = 4 * result["trainable_params"]
+    if device == "cuda":
+        result["peak_bytes"] = torch.cuda.max_memory_allocated()
+    else:
+        result["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return result
+
+
+def run_all(size: str, batch: int, steps: int, device: str, dtype: str, methods: list[str]) -> list[dict]:
+    rows = []
+    for method in methods:
+        command = [sys.executable, __file__, "--worker", method, "--size", size, "--batch", str(batch)]
+        command += ["--steps", str(steps), "--device", device, "--dtype", dtype]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
+        if done.returncode != 0:
+            raise RuntimeError(f"{method} failed:\n{done.stderr[-3000:]}")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"  measured {method}", file=sys.stderr)
+    reference = next(r for r in rows if r["method"] == "frozen")
+    for row in rows:
+        row["train_ratio"] = row["train_s"] / reference["infer_s"]
+        row["infer_ratio"] = row["infer_s"] / reference["infer_s"]
+        row["peak_ratio"] = row["peak_bytes"] / reference["peak_bytes"]
+    return rows
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    lines = [
+        f"**{title}**",
+        "",
+        "| method | trainable | adapter | peak memory | train step | infer step |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        adapter = "-" if r["method"] == "frozen" else f"{r['adapter_bytes'] / 1e6:.1f} MB"
+        lines.append(
+            f"| {DESCRIPTIONS[r['method']]} | {r['trainable_params']:,} | {adapter} "
+            f"| {r['peak_bytes'] / 2**30:.2f} GiB ({r['peak_ratio']:.2f}x) "
+            f"| {r['train_s']:.2f} s ({r['train_ratio']:.2f}x) | {r['infer_s']:.2f} s ({r['infer_ratio']:.2f}x) |"
+        )
+    lines.append("")
+    lines.append("Ratios are to the frozen backbone's no-grad forward in the same run.")
+    return "\n".join(lines)
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """The targets of the efficiency issue, as measured."""
+    by = {r["method"]: r for r in rows}
+    mitp, cached = by.get("mitp"), by.get("mitp_cached")
+    checks = []
+    if mitp:
+        checks.append(f"MITP train step <= 1.5x frozen forward: {mitp['train_ratio']:.2f}x")
+        checks.append(f"MITP peak memory <= 1.3x frozen forward: {mitp['peak_ratio']:.2f}x")
+        for peer in ("lora", "pmf_style", "full_ft"):
+            if peer in by:
+                faster = mitp["train_s"] < by[peer]["train_s"]
+                leaner = mitp["peak_bytes"] < by[peer]["peak_bytes"]
+                checks.append(f"MITP faster and leaner than {peer}: {'yes' if faster and leaner else 'NO'}")
+    if mitp and cached:
+        checks.append(
+            f"extraction cache speed-up of a training step >= 2x: {mitp['train_s'] / cached['train_s']:.2f}x"
+        )
+    return checks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="b16")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--json", help="write the rows and the machine to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.size, args.batch, args.steps, args.device, args.dtype)))
+        return
+    methods = args.methods.split(",")
+    if "frozen" not in methods:
+        methods = ["frozen", *methods]
+    rows = run_all(args.size, args.batch, args.steps, args.device, args.dtype, methods)
+    machine = (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    if args.device == "cuda":
+        machine = torch.cuda.get_device_name()
+    title = f"CLIP {args.size} size, batch {args.batch}, text {TEXT_LENGTH} tokens, {args.dtype}"
+    title += f", {args.device} ({machine}), {date.today()}"
+    print(markdown(rows, title))
+    print()
+    print("\n".join(f"- {line}" for line in targets(rows)))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"title": title, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    main()
