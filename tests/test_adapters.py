@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_inputs, tiny_clip
+from conftest import adapter_keys, make_inputs, tiny_clip
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import CLIPModel
@@ -36,17 +36,7 @@ def test_save_writes_only_the_adapter_and_reload_is_bit_identical(tmp_path, inpu
     model.save_pretrained(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
     saved = load_file(tmp_path / "adapter_model.safetensors")
-    assert set(saved) == {
-        "base_model.mitp_prompt",
-        *(
-            f"base_model.mitp_hub.translate_{d}.{i}.{w}"
-            for d in ("text_to_vision", "vision_to_text")
-            for i in (0, 2)
-            for w in ("weight", "bias")
-        ),
-        "base_model.mitp_head.weight",
-        "base_model.mitp_head.bias",
-    }
+    assert set(saved) == adapter_keys()
     assert sum(t.numel() for t in saved.values()) == sum(p.numel() for p in model.parameters() if p.requires_grad)
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["peft_type"] == "MITP" and config["text_layers"] == [1, 2, 3, 4]

@@ -174,3 +174,13 @@ def test_longest_text_that_fits_runs_and_one_more_is_explained(name):
     assert torch.isfinite(model(**family_inputs(name, lengths=(room, 3, 2))).logits).all()
     with pytest.raises(ValueError, match=f"has room for {room}"):
         model(**family_inputs(name, lengths=(room + 1, 3, 2)))
+
+
+def test_a_tower_without_the_pooler_the_dual_encoder_uses_is_refused():
+    from transformers import BertConfig, BertModel, VisionTextDualEncoderModel, ViTConfig, ViTModel
+
+    model = VisionTextDualEncoderModel(
+        vision_model=ViTModel(ViTConfig(**VISION)), text_model=BertModel(BertConfig(**TEXT), add_pooling_layer=False)
+    )
+    with pytest.raises(ValueError, match="BertModel has no pooler, but VisionTextDualEncoderModel pools text with it"):
+        get_peft_model(model, MITPConfig(num_labels=2))

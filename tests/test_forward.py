@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import BOS, EOS, MAX_POSITIONS, PAD, TEXT_WIDTH, VISION_WIDTH, make_inputs, tiny_clip
+from conftest import BOS, EOS, MAX_POSITIONS, PAD, TEXT_WIDTH, VISION_WIDTH, adapter_keys, make_inputs, tiny_clip
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig
@@ -167,17 +167,7 @@ def test_gradients_reach_exactly_the_trainable_parameters_and_backbone_stays(bas
     model = mitp(base)
     backbone = {k: v.clone() for k, v in base.state_dict().items()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {
-        "base_model.mitp_prompt.default",
-        *(
-            f"base_model.mitp_hub.default.translate_{d}.{i}.{w}"
-            for d in ("text_to_vision", "vision_to_text")
-            for i in (0, 2)
-            for w in ("weight", "bias")
-        ),
-        "base_model.mitp_head.default.weight",
-        "base_model.mitp_head.default.bias",
-    }
+    assert trainable == adapter_keys(adapter="default")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
     model(**inputs, labels=torch.tensor([0, 1, 3])).loss.backward()

@@ -44,6 +44,15 @@ def find_layers(tower: nn.Module) -> str:
     return min(found, key=lambda name: name.count("."))
 
 
+def require_pooler(tower: nn.Module, what: str) -> None:
+    """`VisionTextDualEncoderModel` pools with its towers' poolers: refuse a tower built without one."""
+    if getattr(tower, "pooler", None) is None:
+        raise ValueError(
+            f"{type(tower).__name__} has no pooler, but VisionTextDualEncoderModel pools {what} with it. "
+            "Load the model with its pooling layer (add_pooling_layer=True)."
+        )
+
+
 class Tower(ABC):
     """One tower (text or vision) of a dual encoder, as MITP drives it."""
 

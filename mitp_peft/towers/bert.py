@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .base import FirstTokenTextTower, TowerState
+from .base import FirstTokenTextTower, TowerState, require_pooler
 
 
 class BertTextTower(FirstTokenTextTower):
@@ -15,11 +15,7 @@ class BertTextTower(FirstTokenTextTower):
 
     def __init__(self, tower: nn.Module, path: str) -> None:
         super().__init__(tower, path)
-        if getattr(tower, "pooler", None) is None:
-            raise ValueError(
-                f"{type(tower).__name__} has no pooler, but VisionTextDualEncoderModel pools text with it. "
-                "Load the text model with its pooling layer."
-            )
+        require_pooler(tower, "text")
 
     def pool(self, state: TowerState, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.pooler(hidden)

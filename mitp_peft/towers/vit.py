@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import TowerState, VisionTower
+from .base import TowerState, VisionTower, require_pooler
 
 
 class ViTVisionTower(VisionTower):
@@ -13,11 +13,7 @@ class ViTVisionTower(VisionTower):
 
     def __init__(self, tower: nn.Module, path: str) -> None:
         super().__init__(tower, path)
-        if getattr(tower, "pooler", None) is None:
-            raise ValueError(
-                f"{type(tower).__name__} has no pooler, but VisionTextDualEncoderModel pools images with it. "
-                "Load the vision model with its pooling layer."
-            )
+        require_pooler(tower, "images")
 
     @property
     def pooled_size(self) -> int:
