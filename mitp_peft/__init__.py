@@ -4,13 +4,15 @@
 `PeftModel.from_pretrained` and `AutoPeftModel.from_pretrained` know it.
 """
 
+from .cards import describe_training
 from .config import MITPConfig
 from .head import MITPOutput
 from .hub import MemoryHub
 from .layer import MITPLayer
-from .loading import from_pretrained
 from .model import MITPModel
+from .prediction import predict
 from .registration import MITP_PEFT_TYPE, register
+from .sharing import from_pretrained, push_to_hub
 
 register()
 
@@ -23,5 +25,8 @@ __all__ = [
     "MITPModel",
     "MITPOutput",
     "MemoryHub",
+    "describe_training",
     "from_pretrained",
+    "predict",
+    "push_to_hub",
 ]

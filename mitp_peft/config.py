@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from peft import PeftConfig
 
@@ -98,6 +99,24 @@ class MITPConfig(PeftConfig):
             raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {self.problem_type!r}.")
         self._check_layers()
         self._check_labels()
+
+    def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
+        """Save adapter_config.json and, for the config of a live adapter, its model card as README.md.
+
+        peft saves each adapter's config last, after its weights and after peft's own generic README, so this is
+        where every adapter folder (Trainer checkpoints included) gets the MITP card.
+        """
+        super().save_pretrained(save_directory, **kwargs)
+        owner = getattr(self, "_owner", None)
+        tuner = owner() if owner is not None else None
+        if tuner is not None:
+            tuner.adapter_card(self).save(os.path.join(save_directory, "README.md"))
+
+    def __getstate__(self) -> dict:
+        # The link to the live adapter (a weak reference) is not part of the config and cannot be pickled.
+        state = dict(self.__dict__)
+        state.pop("_owner", None)
+        return state
 
     def _check_layers(self) -> None:
         if self.num_interaction_layers is not None:

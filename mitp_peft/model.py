@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Sequence
 from types import MethodType
 from typing import Any, Optional, Union
 
 import torch
+from huggingface_hub import ModelCard
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
+from .cards import render_card
 from .config import MITPConfig
 from .engine import CACHE_INPUTS, encode
 from .head import MITPOutput, classification_loss
@@ -64,6 +67,8 @@ class MITPModel(BaseTuner):
             self.mitp_prompt = nn.ParameterDict()
             self.mitp_hub = nn.ModuleDict()
             self.mitp_head = nn.ModuleDict()
+            self.mitp_card_info: dict[str, dict] = {}
+            """adapter -> what its card says about training (see `cards.describe_training`)."""
         self._towers: TowerPair = towers
         self._create_adapter_modules(adapter_name, config, towers)
         try:
@@ -78,6 +83,7 @@ class MITPModel(BaseTuner):
             for container in self._tuner_containers():
                 container.pop(adapter_name, None)
             raise
+        config._owner = weakref.ref(self)  # saving the config then also writes the adapter's card
         if "forward" not in vars(model):
             # Bound to this tuner, so deepcopy of the model rebinds it to the copied tuner.
             model.forward = MethodType(MITPModel._joint_forward, self)
@@ -276,6 +282,7 @@ class MITPModel(BaseTuner):
         super().delete_adapter(adapter_name)
         for container in self._tuner_containers():
             del container[adapter_name]
+        self.mitp_card_info.pop(adapter_name, None)
         self._sync_trainability(self._trainable_active_adapters())
 
     def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
@@ -288,6 +295,17 @@ class MITPModel(BaseTuner):
         )
         self.mitp_hub[adapter_name].to(dtype)
         self.mitp_head[adapter_name].to(dtype)
+
+    def adapter_card(self, config: MITPConfig) -> ModelCard:
+        """The model card of the adapter with this config."""
+        adapter_name = next(name for name, c in self.peft_config.items() if c is config)
+        return render_card(
+            config,
+            backbone_class=type(self.model).__name__,
+            backbone_params=sum(p.numel() for p in self.model.parameters()),
+            trainable_params=sum(p.numel() for p in self._adapter_parameters(adapter_name)),
+            info=self.mitp_card_info.get(adapter_name),
+        )
 
     # --------------------------------------------------------------------------------------- merge and unload
 

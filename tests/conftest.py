@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -100,3 +103,28 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return self.rows[i]
+
+
+def tiny_clip_processor(folder):
+    """A CLIPProcessor for the tiny CLIP, built offline: a character-level BPE vocabulary (ids below BOS) and
+    32-pixel images."""
+    import json
+    import string
+
+    from transformers import CLIPImageProcessor, CLIPProcessor, CLIPTokenizer
+
+    vocab = {}
+    for char in string.ascii_lowercase:
+        vocab[char] = len(vocab)
+        vocab[f"{char}</w>"] = len(vocab)
+    vocab.update({"<|startoftext|>": BOS, "<|endoftext|>": EOS})
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(
+        str(folder / "vocab.json"),
+        str(folder / "merges.txt"),
+        model_max_length=MAX_POSITIONS,
+        pad_token="<|endoftext|>",
+    )
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return CLIPProcessor(image_processor=images, tokenizer=tokenizer)

@@ -1,0 +1,123 @@
+"""The model card of an MITP adapter, rendered with `huggingface_hub.ModelCard` from `model_cards/mitp_adapter.md`.
+
+Saving an adapter (`save_pretrained`, Trainer checkpoints) writes it as the adapter's README.md. What only training
+knows, the dataset, the metrics and the training settings, is attached with `describe_training` beforehand.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Any, Optional
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .config import MITPConfig
+
+TEMPLATE = "mitp_adapter.md"
+MAX_LISTED_LABELS = 40
+# The hub has no task for classifying image-text pairs; image classification is the nearest one it indexes.
+PIPELINE_TAG = "image-classification"
+SETTINGS = (
+    "prompt_length",
+    "num_interaction_layers",
+    "text_layers",
+    "vision_layers",
+    "translator_hidden_size",
+    "temperature",
+    "hub_attention",
+    "memory_decay",
+    "head_uses_memory",
+    "problem_type",
+)
+
+
+def describe_training(
+    model: Any,
+    dataset: Optional[str] = None,
+    metrics: Optional[dict[str, float]] = None,
+    training: Optional[dict[str, Any]] = None,
+    repo_id: Optional[str] = None,
+) -> None:
+    """Attach what the card should say about the active adapter's training; the next save writes it."""
+    tuner = model.base_model if hasattr(model, "peft_config") and hasattr(model, "base_model") else model
+    info = tuner.mitp_card_info.setdefault(tuner._active_adapter_name(), {})
+    given = dict(dataset=dataset, metrics=metrics, training=training, repo_id=repo_id)
+    info.update({key: value for key, value in given.items() if value is not None})
+
+
+def render_card(
+    config: MITPConfig,
+    backbone_class: str,
+    backbone_params: int,
+    trainable_params: int,
+    info: Optional[dict[str, Any]] = None,
+    repo_id: Optional[str] = None,
+) -> ModelCard:
+    """The adapter's card: metadata the hub indexes, usage that works as written, settings, results, citation.
+
+    `info` may hold `dataset` (a hub id or name), `metrics` ({name: value}) and `training` ({setting: value}).
+    """
+    info = info or {}
+    base = config.base_model_name_or_path or "unknown base model"
+    repo_id = repo_id or info.get("repo_id") or "path/to/this/adapter"
+    dataset = info.get("dataset")
+    metrics = info.get("metrics") or {}
+    model_name = repo_id.split("/")[-1]
+    eval_results = [
+        EvalResult(
+            task_type=PIPELINE_TAG,
+            task_name="Image-text classification",
+            dataset_type=dataset or "custom",
+            dataset_name=dataset or "custom",
+            metric_type=name,
+            metric_value=value,
+        )
+        for name, value in metrics.items()
+    ]
+    card_data = ModelCardData(
+        library_name="peft",
+        base_model=config.base_model_name_or_path,
+        pipeline_tag=PIPELINE_TAG,
+        tags=sorted(
+            {"mitp", "peft", "transformers", "image-text-classification"}
+            | ({f"base_model:adapter:{config.base_model_name_or_path}"} if config.base_model_name_or_path else set())
+        ),
+        datasets=[dataset] if dataset else None,
+        model_name=model_name,
+        eval_results=eval_results or None,
+    )
+    labels = sorted((config.id2label or {i: str(i) for i in range(config.num_labels)}).items())
+    multi = config.problem_type == "multi_label_classification"
+    template = importlib.resources.files("mitp_peft.model_cards").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    return ModelCard.from_template(
+        card_data,
+        template_str=template,
+        model_name=model_name,
+        repo_id=repo_id,
+        base_model=base,
+        base_model_link=_hub_link(base),
+        problem_description="multi-label classification" if multi else "single-label classification",
+        num_labels=config.num_labels,
+        dataset=dataset,
+        trainable_params=f"{trainable_params:,}",
+        backbone_params=f"{backbone_params / 1e6:.1f}M",
+        share=f"{100 * trainable_params / backbone_params:.2f}%",
+        backbone_class=backbone_class,
+        adapter_size=f"{4 * trainable_params / 1e6:.1f} MB (float32)",
+        results=[(name, _format(value)) for name, value in metrics.items()],
+        labels=labels[:MAX_LISTED_LABELS],
+        more_labels=max(0, len(labels) - MAX_LISTED_LABELS),
+        settings=[(name, getattr(config, name)) for name in SETTINGS],
+        training=sorted((info.get("training") or {}).items()),
+    )
+
+
+def _hub_link(name: str) -> Optional[str]:
+    """A link for hub ids ("org/name"); local folders get none."""
+    is_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).exists()
+    return f"https://huggingface.co/{name}" if is_hub_id else None
+
+
+def _format(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,72 @@
+"""Prediction: label names and scores for (image, text) pairs, batched, with the backbone's processor."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import torch
+from peft import PeftModel
+from transformers import AutoProcessor
+
+
+def predict(
+    model: PeftModel,
+    images: Sequence[Any],
+    texts: Sequence[str],
+    processor: Optional[Any] = None,
+    top_k: int = 1,
+    threshold: float = 0.5,
+    batch_size: int = 32,
+) -> list[dict[str, list]]:
+    """Classify each (image, text) pair with the active MITP adapter.
+
+    Single-label adapters give the `top_k` labels by softmax probability; multi-label adapters give every label
+    whose sigmoid probability reaches `threshold`. Each result is `{"labels": [names], "scores": [probabilities]}`,
+    best first. `processor` defaults to the base model's (`AutoProcessor` of `base_model_name_or_path`).
+    """
+    if len(images) != len(texts):
+        raise ValueError(f"Give one text per image: got {len(images)} images and {len(texts)} texts.")
+    config = model.active_peft_config
+    if processor is None:
+        if not config.base_model_name_or_path:
+            raise ValueError("The adapter records no base model to take a processor from; pass processor=...")
+        processor = AutoProcessor.from_pretrained(config.base_model_name_or_path)
+    id2label = config.id2label or {i: str(i) for i in range(config.num_labels)}
+    multi_label = config.problem_type == "multi_label_classification"
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    results = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = processor(
+                text=list(texts[start : start + batch_size]),
+                images=list(images[start : start + batch_size]),
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=model.max_text_length,
+            )
+            with torch.no_grad():
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+            results += _multi_label(logits, threshold, id2label) if multi_label else _top_k(logits, top_k, id2label)
+    finally:
+        model.train(was_training)
+    return results
+
+
+def _top_k(logits: torch.Tensor, k: int, id2label: dict[int, str]) -> list[dict[str, list]]:
+    scores, indices = logits.softmax(dim=-1).topk(min(k, logits.shape[-1]), dim=-1)
+    return [
+        {"labels": [id2label[i] for i in row.tolist()], "scores": values.tolist()}
+        for values, row in zip(scores, indices, strict=True)
+    ]
+
+
+def _multi_label(logits: torch.Tensor, threshold: float, id2label: dict[int, str]) -> list[dict[str, list]]:
+    results = []
+    for probabilities in logits.sigmoid():
+        chosen = sorted((p, i) for i, p in enumerate(probabilities.tolist()) if p >= threshold)[::-1]
+        results.append({"labels": [id2label[i] for _, i in chosen], "scores": [p for p, _ in chosen]})
+    return results

@@ -1,0 +1,74 @@
+"""Sharing MITP adapters: load one (with the backbone it names) in one call, push one with its card."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
+from peft import PeftConfig, PeftModel
+from transformers import AutoModel
+
+from .cards import describe_training
+
+
+def from_pretrained(
+    adapter: str,
+    base_model_name_or_path: Optional[str] = None,
+    is_trainable: bool = False,
+    **base_model_kwargs: Any,
+) -> PeftModel:
+    """Load the backbone an adapter names, then the adapter onto it.
+
+    `base_model_name_or_path` overrides the backbone recorded in the adapter config (e.g. a local copy of it).
+    `base_model_kwargs` go to the backbone's `from_pretrained` (e.g. `dtype=torch.bfloat16`).
+    """
+    config = PeftConfig.from_pretrained(adapter)
+    base = base_model_name_or_path or config.base_model_name_or_path
+    if not base:
+        raise ValueError(
+            f"The adapter at {adapter!r} does not record its base model; pass base_model_name_or_path=..."
+        )
+    try:
+        model = AutoModel.from_pretrained(base, **base_model_kwargs)
+    except OSError as error:
+        raise OSError(
+            f"Could not load {base!r}, the base model of the adapter at {adapter!r}. Without hub access "
+            "(HF_HUB_OFFLINE=1 or no network) it must be a local folder or already in the local cache: pass "
+            "base_model_name_or_path='/path/to/the/base/model'."
+        ) from error
+    return PeftModel.from_pretrained(model, adapter, is_trainable=is_trainable)
+
+
+def push_to_hub(
+    model: PeftModel,
+    repo_id: str,
+    private: Optional[bool] = None,
+    token: Optional[str] = None,
+    commit_message: str = "Upload MITP adapter",
+    revision: Optional[str] = None,
+    create_pr: bool = False,
+) -> CommitInfo:
+    """Upload the adapter files and its MITP model card in one commit.
+
+    Use this rather than `model.push_to_hub`: transformers' push replaces README.md with a generic card after saving.
+    """
+    api = HfApi()
+    repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    describe_training(model, repo_id=repo_id)  # the card's usage snippet names the repo
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        files = sorted(path for path in Path(folder).rglob("*") if path.is_file())
+        operations = [
+            CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=path.read_bytes())
+            for path in files
+        ]
+    return api.create_commit(
+        repo_id,
+        operations=operations,
+        commit_message=commit_message,
+        token=token,
+        revision=revision,
+        create_pr=create_pr,
+    )

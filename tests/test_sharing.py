@@ -1,0 +1,170 @@
+"""Sharing adapters: the model card, push_to_hub (intercepted at the huggingface_hub API), predict."""
+
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, tiny_clip, tiny_clip_processor
+from huggingface_hub import CommitInfo, HfApi, ModelCard
+from peft import get_peft_model
+from PIL import Image
+
+import mitp_peft
+from mitp_peft import MITPConfig
+
+LABELS = {0: "cat", 1: "dog", 2: "cow"}
+
+
+@pytest.fixture
+def base_folder(tmp_path):
+    """A local base model in the hub layout: weights, config and processor."""
+    folder = tmp_path / "tiny-clip"
+    folder.mkdir()
+    tiny_clip().save_pretrained(folder)
+    tiny_clip_processor(tmp_path).save_pretrained(folder)
+    return folder
+
+
+def adapter(base_folder, **kwargs):
+    from transformers import CLIPModel
+
+    torch.manual_seed(0)
+    config = MITPConfig(num_labels=3, id2label=LABELS, **kwargs)
+    return get_peft_model(CLIPModel.from_pretrained(base_folder), config)
+
+
+def images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray((rng.random((40, 48, 3)) * 255).astype("uint8")) for _ in range(n)]
+
+
+def test_save_writes_the_mitp_card(base_folder, tmp_path):
+    model = adapter(base_folder)
+    mitp_peft.describe_training(
+        model, dataset="food101", metrics={"accuracy": 0.875}, training={"learning_rate": 0.001, "epochs": 3}
+    )
+    model.add_adapter("second", MITPConfig(num_labels=5, text_layers=[4], vision_layers=[5]))
+    model.save_pretrained(tmp_path / "out")
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    data = card.data
+    assert data.library_name == "peft" and data.base_model == str(base_folder)
+    assert data.pipeline_tag == "image-classification" and data.datasets == ["food101"]
+    assert {"mitp", "peft", "image-text-classification", f"base_model:adapter:{base_folder}"} <= set(data.tags)
+    result = data.eval_results[0]
+    assert (result.metric_type, result.metric_value, result.dataset_name) == ("accuracy", 0.875, "food101")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for text in (
+        "pip install mitp-peft",
+        "import mitp_peft",
+        f"**Trainable parameters:** {trainable:,}",
+        "0: cat, 1: dog, 2: cow",
+        "| `text_layers` | [1, 2, 3, 4] |",
+        "| `learning_rate` | 0.001 |",
+        "| accuracy | 0.8750 |",
+        "arXiv:2401.14856",
+    ):
+        assert text in card.text, text
+    second = ModelCard.load(tmp_path / "out" / "second" / "README.md")
+    assert "5 labels" in second.text and "| `text_layers` | [4] |" in second.text
+    assert "No evaluation results were recorded" in second.text
+
+
+def test_card_usage_runs_as_written(base_folder, tmp_path):
+    model = adapter(base_folder)
+    mitp_peft.describe_training(model, repo_id=str(tmp_path / "adapter"))
+    model.save_pretrained(tmp_path / "adapter")
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    namespace = {"image": images(1)[0]}
+    exec(snippet, namespace)
+    assert namespace["predictions"][0]["labels"][0] in LABELS.values()
+
+
+def test_push_to_hub_uploads_adapter_files_and_card(base_folder, tmp_path, monkeypatch):
+    calls = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"] = repo_id
+        return SimpleNamespace(repo_id=repo_id)
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        calls["commit"] = (repo_id, {op.path_in_repo: op.path_or_fileobj for op in operations}, kwargs)
+        return CommitInfo(
+            commit_url=f"https://huggingface.co/{repo_id}/commit/0",
+            commit_message="",
+            commit_description="",
+            oid="0" * 40,
+        )
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    model = adapter(base_folder)
+    mitp_peft.describe_training(model, metrics={"accuracy": 0.5})
+    mitp_peft.push_to_hub(model, "someone/clip-mitp-food101", commit_message="first")
+    repo_id, files, kwargs = calls["commit"]
+    assert calls["create_repo"] == repo_id == "someone/clip-mitp-food101" and kwargs["commit_message"] == "first"
+    assert set(files) == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
+    model.save_pretrained(tmp_path / "local")
+    for name, content in files.items():
+        assert content == (tmp_path / "local" / name).read_bytes(), name
+    card = ModelCard(files["README.md"].decode())
+    assert 'mitp_peft.from_pretrained("someone/clip-mitp-food101")' in card.text
+    assert card.data.base_model == str(base_folder) and card.data.eval_results[0].metric_value == 0.5
+
+
+def test_predict_top_k_matches_the_model(base_folder):
+    model = adapter(base_folder)
+    pictures, texts = images(5), ["a cat", "the dog", "cow", "a bird", "x"]
+    got = mitp_peft.predict(model, pictures, texts, top_k=2, batch_size=2)
+    processor = tiny_clip_processor(base_folder.parent)
+    batch = processor(text=texts, images=pictures, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        probabilities = model(**batch).logits.softmax(-1)
+    for row, result in zip(probabilities, got, strict=True):
+        top = row.topk(2)
+        assert result["labels"] == [LABELS[i] for i in top.indices.tolist()]
+        torch.testing.assert_close(torch.tensor(result["scores"]), top.values, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_multi_label_thresholds(base_folder):
+    model = adapter(base_folder, problem_type="multi_label_classification")
+    pictures, texts = images(2), ["a cat", "a dog"]
+    everything = mitp_peft.predict(model, pictures, texts, threshold=0.0)
+    assert all(sorted(r["labels"]) == sorted(LABELS.values()) for r in everything)
+    assert all(r["scores"] == sorted(r["scores"], reverse=True) for r in everything)
+    assert mitp_peft.predict(model, pictures, texts, threshold=1.01) == [{"labels": [], "scores": []}] * 2
+    with pytest.raises(ValueError, match="one text per image: got 2 images and 1 texts"):
+        mitp_peft.predict(model, pictures, texts[:1])
+
+
+@pytest.mark.slow
+def test_predict_command_line(base_folder, tmp_path):
+    model = adapter(base_folder)
+    model.save_pretrained(tmp_path / "adapter")
+    images(1)[0].save(tmp_path / "picture.png")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "predict.py"),
+            str(tmp_path / "adapter"),
+            "--image",
+            str(tmp_path / "picture.png"),
+            "--text",
+            "a cat",
+            "--top-k",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert (
+        lines[0].startswith(str(tmp_path / "picture.png"))
+        and len(re.findall(r"(cat|dog|cow) \d\.\d{3}", lines[0])) == 3
+    )
