@@ -79,3 +79,12 @@ def test_config_json_round_trip(base, tmp_path):
     assert loaded.target_modules == model.peft_config["default"].target_modules
     for field in ("hub_attention", "memory_decay", "num_labels", "text_layers", "vision_layers", "prompt_length"):
         assert getattr(loaded, field) == getattr(config, field)
+
+
+def test_a_live_adapters_config_pickles_without_its_model(base):
+    import pickle
+
+    config = get_peft_model(base, MITPConfig(num_labels=3)).peft_config["default"]
+    assert config._owner() is not None  # bound: saving it writes the adapter card
+    again = pickle.loads(pickle.dumps(config))
+    assert not hasattr(again, "_owner") and again.to_dict() == config.to_dict()
