@@ -1,0 +1,237 @@
+"""Readers for the paper's datasets in their published layouts and for your own pairs, and the batch collator.
+
+Every reader returns a `datasets.DatasetDict` with `image`, `text` and `label` (single-label, a `ClassLabel`) or
+`labels` (multi-label, a list of `ClassLabel` indices) columns. Bad data stops with an error naming the file and the
+row; samples that a dataset's convention drops (MM-IMDB movies without any of the 23 genres) are counted in the log.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import datasets
+import torch
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# The 23 genres used for MM-IMDB in the literature (Arevalo et al., 2017), by frequency.
+MMIMDB_GENRES = (
+    "Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventure", "Horror", "Documentary", "Mystery",
+    "Sci-Fi", "Fantasy", "Family", "Biography", "War", "History", "Music", "Animation", "Musical", "Western", "Sport",
+    "Short", "Film-Noir",
+)  # fmt: skip
+SNLI_VE_LABELS = ("entailment", "neutral", "contradiction")
+
+
+def load_food101(root: str | Path, verify_images: bool = True) -> datasets.DatasetDict:
+    """UPMC-Food101: `images/{train,test}/<class>/<file>` and `texts/{train,test}_titles.csv`.
+
+    CSV rows are `image file, title, class` (a header row is recognised by a first cell that is not an image file).
+    The 101 class names are the class folders of `images/train`.
+    """
+    root = Path(root)
+    names = sorted(p.name for p in _existing(root / "images" / "train").iterdir() if p.is_dir())
+    splits = {}
+    for split in ("train", "test"):
+        table = _existing(root / "texts" / f"{split}_titles.csv")
+        rows = []
+        for number, row in _csv_rows(table):
+            if len(row) < 3:
+                raise ValueError(f"{table}, row {number}: expected 'image file, title, class', got {row!r}.")
+            image_file, title, label = row[0], row[1], row[2]
+            image = root / "images" / split / label / image_file
+            rows.append(dict(image=str(image), text=title, label=_label_index(label, names, table, number)))
+        splits[split] = _dataset(rows, datasets.ClassLabel(names=names), "label", table, verify_images)
+    return datasets.DatasetDict(splits)
+
+
+def load_mmimdb(root: str | Path, verify_images: bool = True) -> datasets.DatasetDict:
+    """MM-IMDB: `dataset/<id>.jpeg` and `<id>.json` (with `plot` and `genres`), and `split.json`.
+
+    The text is the first plot summary; the labels are the movie's genres among the 23 of the literature. Movies with
+    none of them are dropped, as in the literature, and counted in the log.
+    """
+    root = Path(root)
+    split_file = _existing(root / "split.json")
+    split_ids = json.loads(split_file.read_text())
+    splits = {}
+    for split in ("train", "dev", "test"):
+        if split not in split_ids:
+            raise ValueError(f"{split_file} has no {split!r} split; it has {sorted(split_ids)}.")
+        rows, dropped = [], 0
+        for movie in split_ids[split]:
+            meta_file = _existing(root / "dataset" / f"{movie}.json")
+            meta = json.loads(meta_file.read_text())
+            for key in ("plot", "genres"):
+                if key not in meta:
+                    raise ValueError(f"{meta_file}: no {key!r} field.")
+            labels = sorted({MMIMDB_GENRES.index(g) for g in meta["genres"] if g in MMIMDB_GENRES})
+            if not labels:
+                dropped += 1
+                continue
+            plot = meta["plot"][0] if isinstance(meta["plot"], list) else meta["plot"]
+            rows.append(dict(image=str(root / "dataset" / f"{movie}.jpeg"), text=plot, labels=labels))
+        if dropped:
+            logger.warning(
+                "MM-IMDB %s: dropped %d of %d movies with none of the 23 genres.", split, dropped, len(rows) + dropped
+            )
+        label_feature = datasets.Sequence(datasets.ClassLabel(names=list(MMIMDB_GENRES)))
+        splits[split] = _dataset(rows, label_feature, "labels", split_file, verify_images)
+    return datasets.DatasetDict(splits)
+
+
+def load_snli_ve(
+    root: str | Path, images: Optional[str | Path] = None, verify_images: bool = True
+) -> datasets.DatasetDict:
+    """SNLI-VE: `snli_ve_{train,dev,test}.jsonl` (`Flickr30K_ID`, `sentence2`, `gold_label`) and the Flickr30k
+    images (`<images>/<id>.jpg`, by default `<root>/flickr30k_images`). The hypothesis is the text."""
+    root = Path(root)
+    image_dir = Path(images) if images is not None else root / "flickr30k_images"
+    splits = {}
+    for split in ("train", "dev", "test"):
+        table = _existing(root / f"snli_ve_{split}.jsonl")
+        rows = []
+        for number, record in _jsonl_rows(table):
+            for key in ("Flickr30K_ID", "sentence2", "gold_label"):
+                if key not in record:
+                    raise ValueError(f"{table}, row {number}: no {key!r} field.")
+            label = _label_index(record["gold_label"], SNLI_VE_LABELS, table, number)
+            image = image_dir / f"{record['Flickr30K_ID']}.jpg"
+            rows.append(dict(image=str(image), text=record["sentence2"], label=label))
+        splits[split] = _dataset(rows, datasets.ClassLabel(names=list(SNLI_VE_LABELS)), "label", table, verify_images)
+    return datasets.DatasetDict(splits)
+
+
+def load_pairs(
+    files: dict[str, str | Path],
+    image_column: str = "image",
+    text_column: str = "text",
+    label_column: str = "label",
+    label_names: Optional[Iterable[str]] = None,
+    verify_images: bool = True,
+) -> datasets.DatasetDict:
+    """Your own data: a CSV (with a header) or JSON-lines file per split, e.g. `{"train": "train.csv", ...}`, each
+    row holding an image path (relative to the file's folder or absolute), a text and a label name.
+
+    Label names are taken from `label_names`, or else from all splits' labels, sorted.
+    """
+    tables = {split: _existing(Path(path)) for split, path in files.items()}
+    records = {split: list(_table_rows(table)) for split, table in tables.items()}
+    for split, table in tables.items():
+        for number, record in records[split]:
+            missing = [c for c in (image_column, text_column, label_column) if c not in record]
+            if missing:
+                raise ValueError(f"{table}, row {number}: missing column(s) {missing}; it has {sorted(record)}.")
+    names = (
+        list(label_names)
+        if label_names is not None
+        else sorted({str(record[label_column]) for rows in records.values() for _, record in rows})
+    )
+    splits = {}
+    for split, table in tables.items():
+        rows = [
+            dict(
+                image=str(table.parent / record[image_column]),
+                text=str(record[text_column]),
+                label=_label_index(str(record[label_column]), names, table, number),
+            )
+            for number, record in records[split]
+        ]
+        splits[split] = _dataset(rows, datasets.ClassLabel(names=names), "label", table, verify_images)
+    return datasets.DatasetDict(splits)
+
+
+@dataclass
+class MITPCollator:
+    """Turns rows with `image`, `text` and `label` / `labels` into model inputs with the backbone's processor.
+
+    Texts are truncated to `max_text_length`, the room the text tower has next to the prompts
+    (`model.max_text_length`). Multi-label rows (lists of label indices) become multi-hot vectors of `num_labels`.
+    """
+
+    processor: Any
+    max_text_length: Optional[int]
+    num_labels: Optional[int] = None
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.processor(
+            text=[row["text"] for row in rows],
+            images=[row["image"].convert("RGB") for row in rows],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.max_text_length,
+        )
+        if "labels" in rows[0]:
+            if self.num_labels is None:
+                raise ValueError("Multi-label rows need MITPCollator(num_labels=...) to build multi-hot targets.")
+            batch["labels"] = torch.zeros(len(rows), self.num_labels)
+            for i, row in enumerate(rows):
+                batch["labels"][i, row["labels"]] = 1.0
+        elif "label" in rows[0]:
+            batch["labels"] = torch.tensor([row["label"] for row in rows])
+        return dict(batch)
+
+
+def _existing(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (see the reader's docstring for the expected layout).")
+    return path
+
+
+def _csv_rows(table: Path) -> Iterable[tuple[int, list[str]]]:
+    with table.open(newline="", encoding="utf-8") as f:
+        for number, row in enumerate(csv.reader(f), start=1):
+            if number == 1 and row and not row[0].lower().endswith(IMAGE_SUFFIXES):
+                continue  # a header
+            if row:
+                yield number, row
+
+
+def _jsonl_rows(table: Path) -> Iterable[tuple[int, dict]]:
+    with table.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{table}, row {number}: not valid JSON ({error.msg}).") from error
+
+
+def _table_rows(table: Path) -> Iterable[tuple[int, dict]]:
+    if table.suffix in (".jsonl", ".json"):
+        yield from _jsonl_rows(table)
+        return
+    with table.open(newline="", encoding="utf-8") as f:
+        yield from enumerate(csv.DictReader(f), start=2)  # row 1 is the header
+
+
+def _label_index(label: str, names: Iterable[str], table: Path, number: int) -> int:
+    names = list(names)
+    if label not in names:
+        shown = names if len(names) <= 10 else [*names[:10], "..."]
+        raise ValueError(f"{table}, row {number}: unknown label {label!r}; known labels: {shown}.")
+    return names.index(label)
+
+
+def _dataset(rows: list[dict], label_feature: Any, label_key: str, source: Path, verify: bool) -> datasets.Dataset:
+    for number, row in enumerate(rows, start=1):
+        image = Path(row["image"])
+        if not image.exists():
+            raise FileNotFoundError(f"{source}, sample {number}: image {image} does not exist.")
+        if verify:
+            try:
+                with Image.open(image) as opened:
+                    opened.verify()
+            except Exception as error:  # PIL raises many types for broken files
+                raise ValueError(f"{source}, sample {number}: image {image} cannot be read ({error}).") from error
+    features = datasets.Features(image=datasets.Image(), text=datasets.Value("string"), **{label_key: label_feature})
+    return datasets.Dataset.from_list(rows, features=features)
