@@ -128,3 +128,39 @@ def tiny_clip_processor(folder):
     )
     images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return CLIPProcessor(image_processor=images, tokenizer=tokenizer)
+
+
+def picture(path, seed: int = 0) -> None:
+    """A small random PNG image at `path`."""
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((12, 16, 3)) * 255).astype("uint8")).save(path, format="PNG")
+
+
+@pytest.fixture
+def base_folder(tmp_path):
+    """A local base model in the hub layout: the tiny CLIP's weights, config and processor."""
+    folder = tmp_path / "tiny-clip"
+    folder.mkdir()
+    tiny_clip().save_pretrained(folder)
+    tiny_clip_processor(tmp_path).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def food101(tmp_path):
+    """UPMC-Food101 in its published layout: 2 classes, 6 training and 4 test pairs (test CSV with a header)."""
+    root = tmp_path / "food101"
+    classes = ("apple_pie", "miso_soup")
+    for split, count in (("train", 6), ("test", 4)):
+        lines = ["image,text,label"] if split == "test" else []
+        for i in range(count):
+            label = classes[i % 2]
+            picture(root / "images" / split / label / f"{label}_{i}.jpg", seed=i)
+            lines.append(f'{label}_{i}.jpg,"{label.replace("_", " ")} number {i}",{label}')
+        (root / "texts").mkdir(exist_ok=True)
+        (root / "texts" / f"{split}_titles.csv").write_text("\n".join(lines) + "\n")
+    return root

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, tiny_clip, tiny_clip_processor
+from conftest import ROOT, tiny_clip_processor
 from huggingface_hub import CommitInfo, HfApi, ModelCard
 from peft import get_peft_model
 from PIL import Image
@@ -17,16 +17,6 @@ import mitp_peft
 from mitp_peft import MITPConfig
 
 LABELS = {0: "cat", 1: "dog", 2: "cow"}
-
-
-@pytest.fixture
-def base_folder(tmp_path):
-    """A local base model in the hub layout: weights, config and processor."""
-    folder = tmp_path / "tiny-clip"
-    folder.mkdir()
-    tiny_clip().save_pretrained(folder)
-    tiny_clip_processor(tmp_path).save_pretrained(folder)
-    return folder
 
 
 def adapter(base_folder, **kwargs):
