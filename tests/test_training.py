@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import ROOT
 from huggingface_hub import ModelCard
+from transformers import AutoProcessor
 
 import mitp_peft
 from mitp_peft.data import MITPCollator, load_food101
@@ -36,10 +37,8 @@ def test_train_script_saves_an_adapter_that_reloads_to_the_same_metrics(food101,
     assert card.data.eval_results[0].metric_value == pytest.approx(metrics["eval_accuracy"])
 
     model = mitp_peft.from_pretrained(str(output))
-    test = load_food101(food101)["test"]
-    batch = MITPCollator(
-        mitp_peft.predict.__globals__["AutoProcessor"].from_pretrained(output), model.max_text_length
-    )(list(test))
+    rows = list(load_food101(food101)["test"])
+    batch = MITPCollator(AutoProcessor.from_pretrained(output), model.max_text_length)(rows)
     labels = batch.pop("labels")
     with torch.no_grad():
         out = model(**batch, labels=labels)
