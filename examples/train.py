@@ -13,61 +13,18 @@ metrics to metrics.json there.
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
+from common import DataArguments, ModelArguments, load_splits, mitp_config
 from peft import get_peft_model
 from transformers import AutoModel, AutoProcessor, HfArgumentParser, Trainer, TrainingArguments
 
 import mitp_peft
-from mitp_peft import MITPConfig
-from mitp_peft.data import MITPCollator, load_food101, load_mmimdb, load_pairs, load_snli_ve
+from mitp_peft.data import MITPCollator
 from mitp_peft.metrics import compute_metrics
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DataArguments:
-    dataset: str = field(metadata={"help": "food101, mmimdb, snli_ve or pairs (your own CSV / JSON-lines files)"})
-    data_dir: Optional[str] = field(default=None, metadata={"help": "The dataset's folder in its published layout."})
-    images_dir: Optional[str] = field(default=None, metadata={"help": "SNLI-VE: the Flickr30k images folder."})
-    train_file: Optional[str] = field(default=None, metadata={"help": "pairs: training CSV / JSON-lines file."})
-    validation_file: Optional[str] = field(default=None, metadata={"help": "pairs: evaluation file."})
-    image_column: str = field(default="image", metadata={"help": "pairs: column of image paths."})
-    text_column: str = field(default="text", metadata={"help": "pairs: column of texts."})
-    label_column: str = field(default="label", metadata={"help": "pairs: column of label names."})
-    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Train on the first N samples only."})
-    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Evaluate on the first N samples only."})
-
-
-@dataclass
-class ModelArguments:
-    base_model: str = field(metadata={"help": "A dual encoder: hub id or local folder (with its processor)."})
-    prompt_length: int = 8
-    num_interaction_layers: int = 4
-    translator_hidden_size: int = 512
-    temperature: float = 0.1
-    hub_attention: str = "joint"
-    memory_decay: float = 0.0
-    head_uses_memory: bool = False
-    threshold: float = field(default=0.5, metadata={"help": "Multi-label: probability threshold of the F1 metrics."})
-
-
-def load_data(args: DataArguments):
-    """The DatasetDict, and the names of its train and evaluation splits."""
-    if args.dataset == "food101":
-        return load_food101(args.data_dir), "train", "test"
-    if args.dataset == "mmimdb":
-        return load_mmimdb(args.data_dir), "train", "dev"
-    if args.dataset == "snli_ve":
-        return load_snli_ve(args.data_dir, images=args.images_dir), "train", "dev"
-    if args.dataset == "pairs":
-        files = {"train": args.train_file, "validation": args.validation_file}
-        columns = dict(image_column=args.image_column, text_column=args.text_column, label_column=args.label_column)
-        return load_pairs(files, **columns), "train", "validation"
-    raise ValueError(f"--dataset must be food101, mmimdb, snli_ve or pairs, got {args.dataset!r}.")
 
 
 def main() -> None:
@@ -78,27 +35,8 @@ def main() -> None:
     training_args.label_names = ["labels"]
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
 
-    data, train_split, eval_split = load_data(data_args)
-    train, evaluation = data[train_split], data[eval_split]
-    if data_args.max_train_samples is not None:
-        train = train.select(range(min(data_args.max_train_samples, len(train))))
-    if data_args.max_eval_samples is not None:
-        evaluation = evaluation.select(range(min(data_args.max_eval_samples, len(evaluation))))
-    multi_label = "labels" in train.features
-    names = (train.features["labels"].feature if multi_label else train.features["label"]).names
-
-    config = MITPConfig(
-        num_labels=len(names),
-        problem_type="multi_label_classification" if multi_label else "single_label_classification",
-        id2label=dict(enumerate(names)),
-        prompt_length=model_args.prompt_length,
-        num_interaction_layers=model_args.num_interaction_layers,
-        translator_hidden_size=model_args.translator_hidden_size,
-        temperature=model_args.temperature,
-        hub_attention=model_args.hub_attention,
-        memory_decay=model_args.memory_decay,
-        head_uses_memory=model_args.head_uses_memory,
-    )
+    train, evaluation, names, multi_label = load_splits(data_args)
+    config = mitp_config(model_args, names, multi_label)
     model = get_peft_model(AutoModel.from_pretrained(model_args.base_model), config)
     model.print_trainable_parameters()
     processor = AutoProcessor.from_pretrained(model_args.base_model)
