@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common import DataArguments, ModelArguments, load_splits, mitp_config
 from peft import get_peft_model
-from transformers import AutoModel, AutoProcessor, HfArgumentParser, Trainer, TrainingArguments
+from transformers import AutoModel, AutoProcessor, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 import mitp_peft
 from mitp_peft.data import MITPCollator
@@ -37,6 +37,7 @@ def main() -> None:
 
     train, evaluation, names, multi_label = load_splits(data_args)
     config = mitp_config(model_args, names, multi_label)
+    set_seed(training_args.seed)  # before the adapter's random initialization, so runs are reproducible
     model = get_peft_model(AutoModel.from_pretrained(model_args.base_model), config)
     model.print_trainable_parameters()
     processor = AutoProcessor.from_pretrained(model_args.base_model)

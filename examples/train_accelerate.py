@@ -13,7 +13,7 @@ Saves the adapter (with its model card), the processor and metrics.json to --out
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 class LoopArguments:
     output_dir: str
     learning_rate: float = 1e-3
+    optimizer: str = field(default="adamw", metadata={"help": "adamw or sgd"})
     weight_decay: float = 0.0
     num_train_epochs: int = 1
     max_steps: Optional[int] = None
@@ -74,7 +75,10 @@ def main() -> None:
     train_loader = DataLoader(train, args.per_device_train_batch_size, shuffle=True, collate_fn=collator)
     eval_loader = DataLoader(evaluation, args.per_device_eval_batch_size, collate_fn=collator)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
+    optimizers = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    if args.optimizer not in optimizers:
+        raise ValueError(f"--optimizer must be one of {sorted(optimizers)}, got {args.optimizer!r}.")
+    optimizer = optimizers[args.optimizer](trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
 
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from conftest import ROOT
 from huggingface_hub import ModelCard
+from safetensors.torch import load_file
 from transformers import AutoProcessor
 
 import mitp_peft
@@ -44,3 +46,92 @@ def test_train_script_saves_an_adapter_that_reloads_to_the_same_metrics(food101,
         out = model(**batch, labels=labels)
     assert accuracy(out.logits.numpy(), labels.numpy())["accuracy"] == pytest.approx(metrics["eval_accuracy"])
     assert out.loss.item() == pytest.approx(metrics["eval_loss"], rel=1e-5)
+
+
+def run_script(script, food101, base_folder, output, *extra, launcher=(), env=None):
+    """Run an example on the Food101 folder with the tiny base; return the adapter's tensors and the metrics."""
+    command = [*launcher] if launcher else [sys.executable]
+    command += [str(ROOT / "examples" / script), "--dataset", "food101", "--data_dir", str(food101)]
+    command += ["--base_model", str(base_folder), "--output_dir", str(output), "--num_interaction_layers", "2", *extra]
+    environment = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **(env or {}))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return load_file(output / "adapter_model.safetensors"), json.loads((output / "metrics.json").read_text())
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+# One optimizer step over the same 4 samples, in any order. SGD, because Adam's update hardly depends on the
+# gradient's scale: it would hide a loss wrongly scaled by accumulation or by the number of processes.
+ONE_STEP_OVER_FOUR = ("--max_train_samples", "4", "--max_steps", "1", "--learning_rate", "0.5")
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+ACCELERATE = (sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2")
+ACCELERATE += ("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no")
+
+
+def free_port() -> str:
+    """A port nobody listens on, so that two launches never meet on accelerate's default 29500."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_accelerate_script_trains_saves_and_reloads(food101, base_folder, tmp_path):
+    _, metrics = run_script("train_accelerate.py", food101, base_folder, tmp_path / "run", "--max_steps", "2",
+                            "--per_device_train_batch_size", "2", "--cpu")  # fmt: skip
+    model = mitp_peft.from_pretrained(str(tmp_path / "run"))
+    rows = list(load_food101(food101)["test"])
+    batch = MITPCollator(AutoProcessor.from_pretrained(tmp_path / "run"), model.max_text_length)(rows)
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        out = model(**batch, labels=labels)
+    assert out.loss.item() == pytest.approx(metrics["eval"]["loss"], rel=1e-5)
+    assert accuracy(out.logits.numpy(), labels.numpy())["accuracy"] == metrics["eval"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_accumulating_two_micro_batches_equals_one_batch(food101, base_folder, tmp_path):
+    """One optimizer step over the same 4 samples: 2 x 2 accumulated, or 4 at once."""
+    sgd = (*ONE_STEP_OVER_FOUR, "--optimizer", "sgd", "--cpu")
+    whole, _ = run_script("train_accelerate.py", food101, base_folder, tmp_path / "a", *sgd,
+                          "--per_device_train_batch_size", "4")  # fmt: skip
+    halves, _ = run_script("train_accelerate.py", food101, base_folder, tmp_path / "b", *sgd,
+                           "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2")  # fmt: skip
+    assert_same(halves, whole)
+
+
+@pytest.mark.slow
+def test_resumed_run_ends_with_the_same_adapter(food101, base_folder, tmp_path):
+    """4 steps of 2 samples over 6 training samples (the resume point and an epoch boundary inside)."""
+    steps = ("--max_steps", "4", "--per_device_train_batch_size", "2", "--checkpointing_steps", "2", "--cpu")
+    straight, _ = run_script("train_accelerate.py", food101, base_folder, tmp_path / "a", *steps)
+    checkpoint = tmp_path / "a" / "step_2"
+    resumed, _ = run_script("train_accelerate.py", food101, base_folder, tmp_path / "b", *steps,
+                            "--resume_from_checkpoint", str(checkpoint))  # fmt: skip
+    assert_same(resumed, straight)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["train_accelerate.py", "train.py"])
+def test_two_cpu_processes_match_one(script, food101, base_folder, tmp_path):
+    """2 processes x 2 samples end like 1 process x 4 samples, with the same eval loss (no world-size scaling)."""
+    if script == "train.py":
+        extra = ("--optim", "sgd", "--use_cpu", "--report_to", "none", "--save_strategy", "no")
+        single_only, double_only = (), ("--ddp_backend", "gloo")
+        launcher, env = TORCHRUN, {}
+    else:
+        extra, single_only, double_only = ("--optimizer", "sgd"), ("--cpu",), ()
+        launcher, env = (*ACCELERATE, "--main_process_port", free_port()), {"ACCELERATE_USE_CPU": "true"}
+    args = (*ONE_STEP_OVER_FOUR, *extra)
+    single, single_metrics = run_script(script, food101, base_folder, tmp_path / "one", *args, *single_only,
+                                        "--per_device_train_batch_size", "4")  # fmt: skip
+    double, double_metrics = run_script(script, food101, base_folder, tmp_path / "two", *args, *double_only,
+                                        "--per_device_train_batch_size", "2", launcher=launcher, env=env)  # fmt: skip
+    assert_same(double, single)
+    loss = "eval_loss" if script == "train.py" else "loss"
+    assert double_metrics["eval"][loss] == pytest.approx(single_metrics["eval"][loss], rel=1e-5)
