@@ -6,12 +6,15 @@ from typing import Optional
 import datasets
 
 from mitp_peft import MITPConfig
-from mitp_peft.data import load_food101, load_mmimdb, load_pairs, load_snli_ve
+from mitp_peft.data import load_food101, load_hub, load_mmimdb, load_pairs, load_snli_ve
 
 
 @dataclass
 class DataArguments:
-    dataset: str = field(metadata={"help": "food101, mmimdb, snli_ve or pairs (your own CSV / JSON-lines files)"})
+    dataset: str = field(
+        metadata={"help": "food101, mmimdb, snli_ve, pairs (your own CSV / JSON-lines files) or hub (--dataset_name)"}
+    )
+    dataset_name: Optional[str] = field(default=None, metadata={"help": "hub: a dataset id for load_dataset."})
     data_dir: Optional[str] = field(default=None, metadata={"help": "The dataset's folder in its published layout."})
     images_dir: Optional[str] = field(default=None, metadata={"help": "SNLI-VE: the Flickr30k images folder."})
     train_file: Optional[str] = field(default=None, metadata={"help": "pairs: training CSV / JSON-lines file."})
@@ -38,6 +41,7 @@ class ModelArguments:
 
 def load_data(args: DataArguments):
     """The DatasetDict, and the names of its train and evaluation splits."""
+    columns = dict(image_column=args.image_column, text_column=args.text_column, label_column=args.label_column)
     if args.dataset == "food101":
         return load_food101(args.data_dir), "train", "test"
     if args.dataset == "mmimdb":
@@ -46,9 +50,16 @@ def load_data(args: DataArguments):
         return load_snli_ve(args.data_dir, images=args.images_dir), "train", "dev"
     if args.dataset == "pairs":
         files = {"train": args.train_file, "validation": args.validation_file}
-        columns = dict(image_column=args.image_column, text_column=args.text_column, label_column=args.label_column)
         return load_pairs(files, **columns), "train", "validation"
-    raise ValueError(f"--dataset must be food101, mmimdb, snli_ve or pairs, got {args.dataset!r}.")
+    if args.dataset == "hub":
+        data = load_hub(args.dataset_name, **columns)
+        evaluation = [split for split in ("validation", "dev", "test") if split in data]
+        if "train" not in data or not evaluation:
+            raise ValueError(
+                f"{args.dataset_name} needs a train split and a validation, dev or test split: {list(data)}"
+            )
+        return data, "train", evaluation[0]
+    raise ValueError(f"--dataset must be food101, mmimdb, snli_ve, pairs or hub, got {args.dataset!r}.")
 
 
 def load_splits(args: DataArguments) -> tuple[datasets.Dataset, datasets.Dataset, list[str], bool]:

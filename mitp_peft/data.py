@@ -149,6 +149,32 @@ def load_pairs(
     return datasets.DatasetDict(splits)
 
 
+def load_hub(
+    name_or_path: str,
+    image_column: str = "image",
+    text_column: str = "text",
+    label_column: str = "label",
+    **load_kwargs: Any,
+) -> datasets.DatasetDict:
+    """A dataset through `datasets.load_dataset` (a hub id, or a local folder in the same layout), with its
+    columns renamed to `image`, `text` and `label`, images decoded as `datasets.Image` and labels as `ClassLabel`."""
+    data = datasets.load_dataset(name_or_path, **load_kwargs)
+    if not isinstance(data, datasets.DatasetDict):
+        raise ValueError(f"{name_or_path}: expected named splits, got {type(data).__name__}; do not pass split=.")
+    for split, dataset in data.items():
+        missing = [c for c in (image_column, text_column, label_column) if c not in dataset.column_names]
+        if missing:
+            raise ValueError(f"{name_or_path} ({split}): missing column(s) {missing}; it has {dataset.column_names}.")
+    renames = {old: new for old, new in ((image_column, "image"), (text_column, "text"), (label_column, "label"))}
+    data = data.rename_columns({old: new for old, new in renames.items() if old != new})
+    first = next(iter(data.values()))
+    if not isinstance(first.features["image"], datasets.Image):
+        data = data.cast_column("image", datasets.Image())
+    if not isinstance(first.features["label"], datasets.ClassLabel):
+        data = data.class_encode_column("label")
+    return data.select_columns(["image", "text", "label"])
+
+
 @dataclass
 class MITPCollator:
     """Turns rows with `image`, `text` and `label` / `labels` into model inputs with the backbone's processor.

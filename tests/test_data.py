@@ -13,6 +13,7 @@ from mitp_peft.data import (
     MMIMDB_GENRES,
     MITPCollator,
     load_food101,
+    load_hub,
     load_mmimdb,
     load_pairs,
     load_snli_ve,
@@ -102,6 +103,27 @@ def test_own_pairs_from_csv_and_jsonl(tmp_path):
     assert data["test"]["label"] == [1]
     with pytest.raises(ValueError, match=r"train.csv, row 2: missing column\(s\) \['label'\]"):
         load_pairs(files, image_column="path", text_column="caption")
+
+
+def test_hub_layout_through_load_dataset(tmp_path):
+    """A local folder in the hub's layout (parquet under data/), as load_dataset reads a hub id."""
+    import datasets
+
+    picture(tmp_path / "a.png")
+    image = (tmp_path / "a.png").read_bytes()
+    rows = {"photo": [{"bytes": image, "path": None}] * 3, "title": ["x", "y", "z"], "kind": ["b", "a", "b"]}
+    features = datasets.Features(photo=datasets.Image(), title=datasets.Value("string"), kind=datasets.Value("string"))
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    for split in ("train", "test"):
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(
+            tmp_path / "repo" / "data" / f"{split}-0.parquet"
+        )
+    data = load_hub(str(tmp_path / "repo"), image_column="photo", text_column="title", label_column="kind")
+    assert set(data) == {"train", "test"} and data["train"].column_names == ["image", "text", "label"]
+    assert data["train"].features["label"].names == ["a", "b"] and data["train"]["label"] == [1, 0, 1]
+    assert data["test"][0]["image"].size == (16, 12)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['caption'\]"):
+        load_hub(str(tmp_path / "repo"), image_column="photo", text_column="caption", label_column="kind")
 
 
 def test_collator_builds_model_inputs(tmp_path):
