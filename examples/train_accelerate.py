@@ -22,7 +22,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from common import DataArguments, ModelArguments, load_splits, mitp_config
-from peft import get_peft_model
+from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoProcessor, HfArgumentParser
 
@@ -64,6 +65,7 @@ def main() -> None:
     )
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     set_seed(args.seed)
+    adapter_only_checkpoints(accelerator)
 
     train, evaluation, names, multi_label = load_splits(data_args)
     config = mitp_config(model_args, names, multi_label)
@@ -119,6 +121,22 @@ def main() -> None:
         (output / "metrics.json").write_text(json.dumps({"eval": metrics, "steps": done_steps}, indent=2))
     accelerator.wait_for_everyone()
     accelerator.end_training()
+
+
+def adapter_only_checkpoints(accelerator: Accelerator) -> None:
+    """Checkpoints hold the adapter, not the frozen backbone: 8 MB instead of 1.7 GB on CLIP ViT-L/14."""
+
+    def save(models: list, weights: list, output_dir: str) -> None:
+        weights[0] = get_peft_model_state_dict(accelerator.unwrap_model(models[0]))
+
+    def load(models: list, input_dir: str) -> None:
+        set_peft_model_state_dict(
+            accelerator.unwrap_model(models[0]), load_file(Path(input_dir) / "model.safetensors")
+        )
+        models.pop(0)  # loaded: accelerate must not load it again as a whole model
+
+    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_load_state_pre_hook(load)
 
 
 def evaluate(accelerator, model, loader, problem_type: str, threshold: float) -> dict[str, float]:

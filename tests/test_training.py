@@ -111,6 +111,7 @@ def test_resumed_run_ends_with_the_same_adapter(food101, base_folder, tmp_path):
     steps = ("--max_steps", "4", "--per_device_train_batch_size", "2", "--checkpointing_steps", "2", "--cpu")
     straight, _ = run_script("train_accelerate.py", food101, base_folder, tmp_path / "a", *steps)
     checkpoint = tmp_path / "a" / "step_2"
+    assert load_file(checkpoint / "model.safetensors").keys() == straight.keys()  # the adapter, not the backbone
     resumed, _ = run_script("train_accelerate.py", food101, base_folder, tmp_path / "b", *steps,
                             "--resume_from_checkpoint", str(checkpoint))  # fmt: skip
     assert_same(resumed, straight)
