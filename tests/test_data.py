@@ -3,10 +3,9 @@
 import json
 import logging
 
-import numpy as np
 import pytest
 import torch
-from conftest import tiny_clip_processor
+from conftest import picture, tiny_clip_processor
 from PIL import Image
 
 from mitp_peft.data import (
@@ -20,43 +19,23 @@ from mitp_peft.data import (
 )
 
 
-def picture(path, seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    Image.fromarray((rng.random((12, 16, 3)) * 255).astype("uint8")).save(path, format="PNG")
-
-
-@pytest.fixture
-def food101(tmp_path):
-    root = tmp_path / "food101"
-    rows = {"train": [("pie_1.jpg", "Apple pie, grandma's", "apple_pie"), ("soup_1.jpg", "Miso soup", "miso_soup")],
-            "test": [("pie_2.jpg", "Easy apple pie", "apple_pie")]}  # fmt: skip
-    for split, entries in rows.items():
-        for i, (file, _, label) in enumerate(entries):
-            picture(root / "images" / split / label / file, seed=i)
-        lines = [f'{file},"{title}",{label}' for file, title, label in entries]
-        header = ["image,text,label"] if split == "test" else []  # with and without a header row
-        (root / "texts").mkdir(exist_ok=True)
-        (root / "texts" / f"{split}_titles.csv").write_text("\n".join(header + lines) + "\n")
-    return root
-
-
 def test_food101(food101):
     data = load_food101(food101)
     assert data["train"].features["label"].names == ["apple_pie", "miso_soup"]
-    assert data["train"]["text"] == ["Apple pie, grandma's", "Miso soup"] and data["train"]["label"] == [0, 1]
-    assert data["test"].num_rows == 1 and data["test"][0]["image"].size == (16, 12)
+    assert data["train"]["text"][:2] == ["apple pie number 0", "miso soup number 1"]
+    assert data["train"]["label"] == [0, 1, 0, 1, 0, 1]
+    assert data["test"].num_rows == 4 and data["test"][0]["image"].size == (16, 12)  # the header row is skipped
 
 
 def test_food101_errors_name_file_and_row(food101):
-    (food101 / "images" / "train" / "miso_soup" / "soup_1.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match=r"train_titles.csv, sample 2: image .*soup_1.jpg does not exist"):
+    (food101 / "images" / "train" / "miso_soup" / "miso_soup_1.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"train_titles.csv, sample 2: image .*miso_soup_1.jpg does not exist"):
         load_food101(food101)
-    picture(food101 / "images" / "train" / "miso_soup" / "soup_1.jpg")
-    (food101 / "images" / "test" / "apple_pie" / "pie_2.jpg").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=r"test_titles.csv, sample 1: image .*pie_2.jpg cannot be read"):
+    picture(food101 / "images" / "train" / "miso_soup" / "miso_soup_1.jpg")
+    (food101 / "images" / "test" / "apple_pie" / "apple_pie_0.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"test_titles.csv, sample 1: image .*apple_pie_0.jpg cannot be read"):
         load_food101(food101)
-    (food101 / "texts" / "test_titles.csv").write_text('pie_2.jpg,"x",apple_tart\n')
+    (food101 / "texts" / "test_titles.csv").write_text('apple_pie_0.jpg,"x",apple_tart\n')
     with pytest.raises(ValueError, match=r"test_titles.csv, row 1: unknown label 'apple_tart'"):
         load_food101(food101)
 
