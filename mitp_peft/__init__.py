@@ -4,7 +4,6 @@
 `PeftModel.from_pretrained` and `AutoPeftModel.from_pretrained` know it.
 """
 
-from .cards import describe_training
 from .config import MITPConfig
 from .head import MITPOutput
 from .hub import MemoryHub
@@ -12,7 +11,7 @@ from .layer import MITPLayer
 from .model import MITPModel
 from .prediction import predict
 from .registration import MITP_PEFT_TYPE, register
-from .sharing import from_pretrained, push_to_hub
+from .sharing import describe_training, from_pretrained, push_to_hub
 
 register()
 

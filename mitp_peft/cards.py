@@ -1,7 +1,7 @@
 """The model card of an MITP adapter, rendered with `huggingface_hub.ModelCard` from `model_cards/mitp_adapter.md`.
 
 Saving an adapter (`save_pretrained`, Trainer checkpoints) writes it as the adapter's README.md. What only training
-knows, the dataset, the metrics and the training settings, is attached with `describe_training` beforehand.
+knows, the dataset, the metrics and the training settings, is attached with `mitp_peft.describe_training` beforehand.
 """
 
 from __future__ import annotations
@@ -32,35 +32,21 @@ SETTINGS = (
 )
 
 
-def describe_training(
-    model: Any,
-    dataset: Optional[str] = None,
-    metrics: Optional[dict[str, float]] = None,
-    training: Optional[dict[str, Any]] = None,
-    repo_id: Optional[str] = None,
-) -> None:
-    """Attach what the card should say about the active adapter's training; the next save writes it."""
-    tuner = model.base_model if hasattr(model, "peft_config") and hasattr(model, "base_model") else model
-    info = tuner.mitp_card_info.setdefault(tuner._active_adapter_name(), {})
-    given = dict(dataset=dataset, metrics=metrics, training=training, repo_id=repo_id)
-    info.update({key: value for key, value in given.items() if value is not None})
-
-
 def render_card(
     config: MITPConfig,
     backbone_class: str,
     backbone_params: int,
     trainable_params: int,
     info: Optional[dict[str, Any]] = None,
-    repo_id: Optional[str] = None,
 ) -> ModelCard:
     """The adapter's card: metadata the hub indexes, usage that works as written, settings, results, citation.
 
-    `info` may hold `dataset` (a hub id or name), `metrics` ({name: value}) and `training` ({setting: value}).
+    `info` may hold `dataset` (a hub id or name), `metrics` ({name: value}), `training` ({setting: value}) and
+    `repo_id` (where the adapter is shared; the usage snippet names it).
     """
     info = info or {}
     base = config.base_model_name_or_path or "unknown base model"
-    repo_id = repo_id or info.get("repo_id") or "path/to/this/adapter"
+    repo_id = info.get("repo_id") or "path/to/this/adapter"
     dataset = info.get("dataset")
     metrics = info.get("metrics") or {}
     model_name = repo_id.split("/")[-1]

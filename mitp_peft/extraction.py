@@ -12,12 +12,12 @@ import torch
 from peft import PeftModel
 
 from .engine import CACHED_LAYERS, CACHED_TEXT_STATES, CACHED_VISION_STATES, without_checkpointing
-from .model import MITPModel
+from .model import MITPModel, tuner_of
 
 
 def extract_states(model: PeftModel | MITPModel, inputs: dict) -> dict[str, torch.Tensor]:
     """The states of both towers at the active adapter's first interaction layers, for a batch of model inputs."""
-    tuner = model.base_model if isinstance(model, PeftModel) else model
+    tuner = tuner_of(model)
     config = tuner.peft_config[tuner._active_adapter_name()]
     towers = tuner._towers
     firsts = (config.text_layers[0], config.vision_layers[0])

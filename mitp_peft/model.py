@@ -68,7 +68,7 @@ class MITPModel(BaseTuner):
             self.mitp_hub = nn.ModuleDict()
             self.mitp_head = nn.ModuleDict()
             self.mitp_card_info: dict[str, dict] = {}
-            """adapter -> what its card says about training (see `cards.describe_training`)."""
+            """adapter -> what its card says about training (see `mitp_peft.describe_training`)."""
         self._towers: TowerPair = towers
         self._create_adapter_modules(adapter_name, config, towers)
         try:
@@ -351,6 +351,14 @@ class MITPModel(BaseTuner):
                 f"{config.base_model_name_or_path or 'an unrecorded base model'}; load it onto that backbone."
             )
         return remapped
+
+
+def tuner_of(model: nn.Module) -> MITPModel:
+    """The MITPModel of a PeftModel (or the MITPModel itself)."""
+    tuner = getattr(model, "base_model", None) if not isinstance(model, MITPModel) else model
+    if not isinstance(tuner, MITPModel):
+        raise TypeError(f"Expected a PeftModel with an MITP adapter (or an MITPModel), got {type(model).__name__}.")
+    return tuner
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

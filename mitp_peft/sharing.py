@@ -10,7 +10,21 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
 from peft import PeftConfig, PeftModel
 from transformers import AutoModel
 
-from .cards import describe_training
+from .model import tuner_of
+
+
+def describe_training(
+    model: PeftModel,
+    dataset: Optional[str] = None,
+    metrics: Optional[dict[str, float]] = None,
+    training: Optional[dict[str, Any]] = None,
+    repo_id: Optional[str] = None,
+) -> None:
+    """Attach what the active adapter's card should say about its training; the next save writes it."""
+    tuner = tuner_of(model)
+    info = tuner.mitp_card_info.setdefault(tuner._active_adapter_name(), {})
+    given = dict(dataset=dataset, metrics=metrics, training=training, repo_id=repo_id)
+    info.update({key: value for key, value in given.items() if value is not None})
 
 
 def from_pretrained(

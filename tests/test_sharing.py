@@ -158,3 +158,13 @@ def test_predict_command_line(base_folder, tmp_path):
         lines[0].startswith(str(tmp_path / "picture.png"))
         and len(re.findall(r"(cat|dog|cow) \d\.\d{3}", lines[0])) == 3
     )
+
+
+def test_describe_training_needs_an_mitp_model(base_folder):
+    from transformers import CLIPModel
+
+    with pytest.raises(TypeError, match="Expected a PeftModel with an MITP adapter .* got CLIPModel"):
+        mitp_peft.describe_training(CLIPModel.from_pretrained(base_folder), dataset="x")
+    model = adapter(base_folder)
+    mitp_peft.describe_training(model.base_model, dataset="food101")  # the tuner itself works too
+    assert model.base_model.mitp_card_info["default"] == {"dataset": "food101"}
