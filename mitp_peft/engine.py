@@ -91,11 +91,17 @@ def check_inputs(inputs: dict, pixel_ndim: int) -> None:
             "processor) and input_ids (+ attention_mask) from the tokenizer."
         )
     input_ids = inputs["input_ids"]
-    if inputs.get("pixel_values") is None:
-        return
-    pixel_values = inputs["pixel_values"]
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
+    for name in ("attention_mask", "token_type_ids", "position_ids"):
+        value = inputs.get(name)
+        if value is not None and tuple(value.shape) != tuple(input_ids.shape):
+            raise ValueError(
+                f"{name} has shape {tuple(value.shape)} but input_ids {tuple(input_ids.shape)}; they must match."
+            )
+    pixel_values = inputs.get("pixel_values")
+    if pixel_values is None:  # the vision tower starts from cached states, checked in _check_cache
+        return
     if pixel_values.dim() != pixel_ndim:
         raise ValueError(
             f"pixel_values must have {pixel_ndim} dimensions, batch first, as the image processor returns them; got "
@@ -106,12 +112,11 @@ def check_inputs(inputs: dict, pixel_ndim: int) -> None:
             f"Image and text batch sizes differ: pixel_values has {pixel_values.shape[0]} samples, input_ids "
             f"{input_ids.shape[0]}. MITP classifies (image, text) pairs: give one text per image."
         )
-    for name in ("attention_mask", "token_type_ids", "position_ids"):
-        value = inputs.get(name)
-        if value is not None and tuple(value.shape) != tuple(input_ids.shape):
-            raise ValueError(
-                f"{name} has shape {tuple(value.shape)} but input_ids {tuple(input_ids.shape)}; they must match."
-            )
+
+
+def extraction_layers(towers: TowerPair, first_text: int, first_vision: int) -> list[nn.Module]:
+    """The frozen, prompt-free layers below the first interaction layers of both towers."""
+    return [*towers.text.layers[:first_text], *towers.vision.layers[:first_vision]]
 
 
 def encode(
@@ -137,8 +142,7 @@ def encode(
         _check_cache(inputs, text_layers[0], vision_layers[0], inputs["input_ids"].shape[0])
 
     # Extraction layers below the first interaction layer are frozen and see no prompt: keep no activations.
-    extraction = [*towers.text.layers[: text_layers[0]], *towers.vision.layers[: vision_layers[0]]]
-    with torch.no_grad(), without_checkpointing(extraction):
+    with torch.no_grad(), without_checkpointing(extraction_layers(towers, text_layers[0], vision_layers[0])):
         text.run_until(text_layers[0])
         vision.run_until(vision_layers[0])
 

@@ -11,7 +11,13 @@ import datasets
 import torch
 from peft import PeftModel
 
-from .engine import CACHED_LAYERS, CACHED_TEXT_STATES, CACHED_VISION_STATES, without_checkpointing
+from .engine import (
+    CACHED_LAYERS,
+    CACHED_TEXT_STATES,
+    CACHED_VISION_STATES,
+    extraction_layers,
+    without_checkpointing,
+)
 from .model import MITPModel, tuner_of
 
 
@@ -22,7 +28,7 @@ def extract_states(model: PeftModel | MITPModel, inputs: dict) -> dict[str, torc
     towers = tuner._towers
     firsts = (config.text_layers[0], config.vision_layers[0])
     states = {}
-    with torch.no_grad(), without_checkpointing([*towers.text.layers, *towers.vision.layers]):
+    with torch.no_grad(), without_checkpointing(extraction_layers(towers, *firsts)):
         for tower, first, name in zip(towers, firsts, (CACHED_TEXT_STATES, CACHED_VISION_STATES), strict=True):
             state = tower.embed(inputs)
             states[name] = tower.run(state.hidden, tower.attention_mask(state, 0), 0, first)

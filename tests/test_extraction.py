@@ -81,6 +81,15 @@ def test_a_cache_for_other_layers_is_refused():
         model(**cached)
 
 
+def test_text_inputs_are_checked_when_the_image_is_cached():
+    model = mitp("clip")
+    inputs = family_inputs("clip")
+    cached = dict(without_pixels(inputs), **extract_states(model, inputs))
+    cached["attention_mask"] = cached["attention_mask"][:, :2]
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        model(**cached)
+
+
 def test_cached_states_of_another_width_are_refused():
     model = mitp("clip")
     inputs = family_inputs("clip")
