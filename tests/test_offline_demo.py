@@ -1,0 +1,187 @@
+"""The offline demo: its real data sources, the downstream tasks, the backbone build, and shortened runs."""
+
+import gzip
+import hashlib
+import os
+import pickle
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+from transformers import AutoModel, AutoProcessor, BertModel
+
+DEMO = ROOT / "examples" / "offline_demo"
+sys.path.insert(0, str(DEMO))
+import backbone  # noqa: E402
+import sources  # noqa: E402
+import tasks  # noqa: E402
+
+ANIMAL_NAMES = re.compile("|".join(sources.ANIMAL_CLASSES))
+
+
+def digests(images: np.ndarray) -> list[str]:
+    return [hashlib.sha1(image.tobytes()).hexdigest() for image in images]
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return tasks.split_images(seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    """The demo backbone after two pre-training steps: real MiniLM, briefly trained ViT."""
+    folder = tmp_path_factory.mktemp("backbone")
+    settings = backbone.BuildSettings(steps=2, batch_size=8, warmup_steps=1)
+    return folder, settings, backbone.build_backbone(folder, settings)
+
+
+def test_animal_silhouettes_are_read_as_shipped():
+    images, labels = sources.load_animal_silhouettes()
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [1000] * 10
+
+
+def test_pickled_arrays_are_read_without_running_the_pickle(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    array = np.arange(1000, dtype=np.int64)
+    path = tmp_path / "tampered.gz"
+    path.write_bytes(gzip.compress(pickle.dumps((Payload(), array), protocol=4)))
+    assert sources._pickled_array(path, np.int64).tolist() == array.tolist()
+    assert not marker.exists()
+    pickle.loads(gzip.decompress(path.read_bytes()))  # what unpickling the same file would have done
+    assert marker.exists()
+
+    two = tmp_path / "two.gz"
+    two.write_bytes(gzip.compress(pickle.dumps((array, array + 1), protocol=4)))
+    with pytest.raises(ValueError, match="not a pickle of one int64 array"):
+        sources._pickled_array(two, np.int64)
+
+
+def test_fashion_mnist_is_read_as_shipped():
+    for split, count in (("train", 60000), ("test", 10000)):
+        images, labels = sources.load_fashion_mnist(split)
+        assert images.shape == (count, 28, 28)
+        assert np.bincount(labels).tolist() == [count // 10] * 10
+
+
+def test_splits_are_balanced_disjoint_and_unseen_in_pretraining(splits):
+    seen = set()
+    for split, (images, labels) in splits.items():
+        assert np.bincount(labels, minlength=10).tolist() == [tasks.PER_CLASS[split]] * 10
+        names = set(digests(images))
+        assert len(names) == len(images), f"{split} holds duplicate images"
+        assert not names & seen, f"{split} shares images with another split"
+        seen |= names
+    pretraining = np.concatenate([sources.load_fashion_mnist("train")[0], sources.load_fashion_mnist("test")[0]])
+    assert not seen & set(digests(pretraining))
+
+
+def test_tasks_are_reproducible_and_say_what_they_claim(splits):
+    either_or, again = tasks.build_task("either_or"), tasks.build_task("either_or")
+    assert either_or["train"]["text"] == again["train"]["text"]
+    assert tasks.build_task("either_or", seed=1)["train"]["text"] != either_or["train"]["text"]
+    for split, (images, labels) in splits.items():
+        rows = either_or[split]
+        assert rows["label"] == labels.tolist()
+        assert np.array_equal(np.asarray(rows[0]["image"]), images[0])
+        named = [ANIMAL_NAMES.findall(text) for text in rows["text"]]
+        assert all(
+            len(set(pair)) == 2 and sources.ANIMAL_CLASSES[y] in pair for pair, y in zip(named, labels, strict=True)
+        )
+        first_is_true = np.mean([pair[0] == sources.ANIMAL_CLASSES[y] for pair, y in zip(named, labels, strict=True)])
+        assert 0.45 < first_is_true < 0.55, "the word order would leak the answer"
+
+    matching = tasks.build_task("matching")
+    for split, (_, labels) in splits.items():
+        rows = matching[split]
+        named = [ANIMAL_NAMES.findall(text) for text in rows["text"]]
+        fits = [pair == [sources.ANIMAL_CLASSES[y]] for pair, y in zip(named, labels, strict=True)]
+        assert fits == [label == 1 for label in rows["label"]]
+        assert 0.45 < np.mean(rows["label"]) < 0.55
+
+
+def test_pixels_match_the_saved_processor(tiny_backbone, splits):
+    folder, _, _ = tiny_backbone
+    images = splits["test"][0][:4]
+    from PIL import Image
+
+    expected = AutoProcessor.from_pretrained(folder)(
+        images=[Image.fromarray(image).convert("RGB") for image in images], return_tensors="pt"
+    )["pixel_values"]
+    torch.testing.assert_close(backbone.to_pixels(images), expected, rtol=0, atol=1e-6)
+
+
+def test_build_trains_the_vision_tower_keeps_minilm_and_is_reused(tiny_backbone, capsys):
+    folder, settings, report = tiny_backbone
+    built = AutoModel.from_pretrained(folder)
+    minilm = BertModel.from_pretrained(sources.minilm_path())
+    for name, value in minilm.state_dict().items():
+        assert torch.equal(built.text_model.state_dict()[name], value), name
+    torch.manual_seed(settings.seed)
+    initial, _ = backbone.new_backbone(settings)
+    assert not torch.equal(
+        built.vision_model.embeddings.patch_embeddings.projection.weight,
+        initial.vision_model.embeddings.patch_embeddings.projection.weight,
+    )
+    assert 0.0 <= report["zero_shot_fashion_mnist_test"] <= 1.0
+
+    weights = folder / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert backbone.build_backbone(folder, settings) == report
+    assert "Reusing" in capsys.readouterr().out
+    assert weights.stat().st_mtime_ns == stamp
+
+
+def run_demo(*arguments: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(DEMO / "run.py"), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_shortened_demo_prints_the_table_and_reloads_the_adapter(tiny_backbone, tmp_path):
+    folder, _, _ = tiny_backbone
+    shortened = ["--max_train_samples", "48", "--max_eval_samples", "24", "--epochs", "1", "--batch_size", "16"]
+    out = run_demo("--base_model", str(folder), *shortened, "--output_dir", str(tmp_path))
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0][2:] for line in table[1:]] == [row.name for row in __import__("run").demo_rows()]
+    assert "48 training pairs, 24 test pairs" in out
+    assert "logits match the trained model's" in out
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert "mitp" in (tmp_path / "adapter" / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_same_script_runs_a_papers_dataset_layout(base_folder, food101, tmp_path):
+    out = run_demo(
+        "--base_model",
+        str(base_folder),
+        "--dataset",
+        "food101",
+        "--data_dir",
+        str(food101),
+        "--epochs",
+        "1",
+        "--batch_size",
+        "4",
+        "--output_dir",
+        str(tmp_path),
+    )
+    assert "6 training pairs, 4 test pairs" in out
+    assert "logits match the trained model's" in out
