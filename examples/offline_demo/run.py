@@ -1,0 +1,378 @@
+"""The main job, side by side: MITP against late fusion and full fine-tuning of the same frozen dual encoder.
+
+    python examples/offline_demo/run.py              # offline: the demo backbone (built once), the either-or task
+    python examples/offline_demo/run.py --ablation   # MITP's own variants, and the matching task as a stress row
+    python examples/offline_demo/run.py --base_model openai/clip-vit-base-patch16 --dataset food101 --data_dir DIR
+
+Each row trains and evaluates in its own process, so that its peak memory is its own. Then the MITP adapter is
+saved, reloaded with `mitp_peft.from_pretrained` and used to predict a few test pairs.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from backbone import DEFAULT_DIR, build_backbone
+from tasks import build_task
+from torch import nn
+from transformers import AutoModel, AutoProcessor, Trainer, TrainingArguments
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+import mitp_peft
+from mitp_peft import MITPConfig
+from mitp_peft.data import MITPCollator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the training examples' dataset readers
+from common import DataArguments, load_splits  # noqa: E402
+
+
+@dataclass
+class Settings:
+    """What every row shares: the backbone, the data, and the training budget."""
+
+    base_model: str = str(DEFAULT_DIR)
+    dataset: Optional[str] = None  # None: the demo's own tasks; else a dataset examples/common.py reads
+    data_dir: Optional[str] = None
+    epochs: float = 2.0
+    batch_size: int = 32
+    seed: int = 0
+    max_train_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = None
+    output_dir: str = "demo_output"
+
+
+@dataclass
+class Row:
+    method: str  # one of METHODS
+    name: str
+    task: str = "either_or"  # the demo's task; ignored with --dataset
+    learning_rate: float = 1e-3
+    mitp: dict = field(default_factory=dict)  # MITPConfig fields beyond the defaults
+    save_adapter: bool = False
+
+
+def demo_rows() -> list[Row]:
+    return [
+        Row("zero_shot", "zero-shot (image vs label names)"),
+        Row("late_fusion", "late fusion, linear head"),
+        Row("full_finetune", "full fine-tuning", learning_rate=5e-5),
+        Row("mitp", "MITP", save_adapter=True),
+    ]
+
+
+def ablation_rows() -> list[Row]:
+    return [
+        Row("late_fusion", "late fusion, linear head"),
+        Row("late_fusion_mlp", "late fusion, MLP head"),
+        Row("mitp", "MITP (defaults: K=4, M=8, joint hub)"),
+        Row("mitp", "MITP, cross hub", mitp={"hub_attention": "cross"}),
+        Row("mitp", "MITP, head uses memory", mitp={"head_uses_memory": True}),
+        Row("mitp", "MITP, K=2", mitp={"num_interaction_layers": 2}),
+        Row("mitp", "MITP, M=4", mitp={"prompt_length": 4}),
+        Row("mitp", "MITP, M=16", mitp={"prompt_length": 16}),
+        Row("late_fusion", "matching: late fusion, linear head", task="matching"),
+        Row("late_fusion_mlp", "matching: late fusion, MLP head", task="matching"),
+        Row("mitp", "matching: MITP", task="matching"),
+    ]
+
+
+# ---- the rows' work, in a worker process ----
+
+
+def load_data(row: Row, settings: Settings):
+    """Training and test splits and label names: the demo's task, or a dataset examples/common.py reads."""
+    if settings.dataset is None:
+        data = build_task(row.task, seed=settings.seed)
+        train, test, names = data["train"], data["test"], data["train"].features["label"].names
+    else:
+        args = DataArguments(dataset=settings.dataset, data_dir=settings.data_dir)
+        train, test, names, multi_label = load_splits(args)
+        if multi_label:
+            raise ValueError(f"{settings.dataset} is multi-label; this comparison reports accuracy: use train.py.")
+    if settings.max_train_samples:
+        train = train.select(range(min(settings.max_train_samples, len(train))))
+    if settings.max_eval_samples:
+        test = test.select(range(min(settings.max_eval_samples, len(test))))
+    return train, test, names
+
+
+def pooled_features(backbone: nn.Module, inputs: dict) -> torch.Tensor:
+    """Both towers' pooled features before the contrastive projections: what MITP's head sees, without prompts."""
+    out = backbone(**inputs)
+    return torch.cat([out.vision_model_output.pooler_output, out.text_model_output.pooler_output], dim=-1)
+
+
+class FineTuned(nn.Module):
+    """The backbone with a linear head on its pooled features, every weight trainable."""
+
+    def __init__(self, backbone: nn.Module, width: int, num_labels: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(width, num_labels)
+
+    def forward(self, pixel_values, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        inputs = dict(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask)
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        logits = self.head(pooled_features(self.backbone, inputs))
+        loss = None if labels is None else F.cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def batches(dataset, collator, batch_size: int):
+    for start in range(0, len(dataset), batch_size):
+        yield collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, dataset, collator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    logits, labels = [], []
+    for batch in batches(dataset, collator, 4 * batch_size):
+        labels.append(batch.pop("labels"))
+        logits.append(model(**batch).logits.float())
+    return torch.cat(logits), torch.cat(labels)
+
+
+def train_with_trainer(model: nn.Module, row: Row, settings: Settings, train, collator, folder: str) -> float:
+    """Train with the HF Trainer; return the training time in seconds."""
+    args = TrainingArguments(
+        output_dir=folder,
+        per_device_train_batch_size=settings.batch_size,
+        num_train_epochs=settings.epochs,
+        learning_rate=row.learning_rate,
+        warmup_steps=0.1,
+        lr_scheduler_type="linear",
+        weight_decay=0.0,
+        seed=settings.seed,
+        save_strategy="no",
+        logging_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator)
+    started = time.perf_counter()
+    trainer.train()
+    return time.perf_counter() - started
+
+
+def run_zero_shot(row, settings, backbone, processor, train, test, names) -> dict:
+    """Nearest label-name caption to the image, as CLIP reports zero-shot accuracy; the text input is not used."""
+    with torch.no_grad():
+        captions = processor.tokenizer([f"a photo of a {name}." for name in names], padding=True, return_tensors="pt")
+        classes = F.normalize(backbone.get_text_features(**captions).pooler_output, dim=-1)
+        correct = 0
+        for start in range(0, len(test), 256):
+            rows = test[start : start + 256]
+            pixels = processor.image_processor([image.convert("RGB") for image in rows["image"]], return_tensors="pt")
+            images = F.normalize(backbone.get_image_features(**pixels).pooler_output, dim=-1)
+            correct += (images @ classes.T).argmax(-1).eq(torch.tensor(rows["label"])).sum().item()
+    return {"accuracy": correct / len(test), "trainable": 0, "train_seconds": 0.0}
+
+
+def run_late_fusion(row, settings, backbone, processor, train, test, names, hidden: Optional[int] = None) -> dict:
+    """A head on frozen pooled features, computed once; the training time includes computing them."""
+    collator = MITPCollator(processor, max_text_length=None)
+    backbone.eval()
+    started = time.perf_counter()
+    with torch.no_grad():
+        features = [pooled_features(backbone, batch) for batch in _unlabelled(batches(train, collator, 128))]
+    train_x, train_y = torch.cat(features), torch.tensor(train["label"])
+    width = train_x.shape[-1]
+    if hidden is None:
+        head = nn.Linear(width, len(names))
+    else:
+        head = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, len(names)))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=row.learning_rate, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(settings.seed)
+    # A head on fixed features is cheap, so it gets 20 passes over the data for each of the MITP's.
+    for _ in range(int(20 * settings.epochs)):
+        for index in torch.randperm(len(train_x), generator=generator).split(settings.batch_size):
+            loss = F.cross_entropy(head(train_x[index]), train_y[index])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    seconds = time.perf_counter() - started
+    with torch.no_grad():
+        test_x = torch.cat([pooled_features(backbone, batch) for batch in _unlabelled(batches(test, collator, 128))])
+        accuracy = head(test_x).argmax(-1).eq(torch.tensor(test["label"])).float().mean().item()
+    return {"accuracy": accuracy, "trainable": sum(p.numel() for p in head.parameters()), "train_seconds": seconds}
+
+
+def _unlabelled(stream):
+    for batch in stream:
+        batch.pop("labels")
+        yield batch
+
+
+def run_late_fusion_mlp(*args) -> dict:
+    return run_late_fusion(*args, hidden=512)
+
+
+def run_full_finetune(row, settings, backbone, processor, train, test, names) -> dict:
+    collator = MITPCollator(processor, max_text_length=None)
+    with torch.no_grad():
+        width = pooled_features(backbone, _first(collator, train)).shape[-1]
+    model = FineTuned(backbone, width, len(names))
+    with tempfile.TemporaryDirectory() as folder:
+        seconds = train_with_trainer(model, row, settings, train, collator, folder)
+    logits, labels = predict_logits(model, test, collator, settings.batch_size)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "accuracy": logits.argmax(-1).eq(labels).float().mean().item(),
+        "trainable": trainable,
+        "train_seconds": seconds,
+    }
+
+
+def _first(collator, dataset) -> dict:
+    batch = collator([dataset[0]])
+    batch.pop("labels")
+    return batch
+
+
+def run_mitp(row, settings, backbone, processor, train, test, names) -> dict:
+    from peft import get_peft_model
+
+    config = MITPConfig(num_labels=len(names), id2label=dict(enumerate(names)), **row.mitp)
+    model = get_peft_model(backbone, config)
+    collator = MITPCollator(processor, model.max_text_length)
+    with tempfile.TemporaryDirectory() as folder:
+        seconds = train_with_trainer(model, row, settings, train, collator, folder)
+    logits, labels = predict_logits(model, test, collator, settings.batch_size)
+    accuracy = logits.argmax(-1).eq(labels).float().mean().item()
+    result = {"accuracy": accuracy, "trainable": model.get_nb_trainable_parameters()[0], "train_seconds": seconds}
+    if row.save_adapter:
+        folder = Path(settings.output_dir) / "adapter"
+        dataset = settings.dataset or f"demo: animal silhouettes, {row.task}"
+        training = {"epochs": settings.epochs, "batch_size": settings.batch_size, "learning_rate": row.learning_rate}
+        mitp_peft.describe_training(model, dataset=dataset, metrics={"accuracy": accuracy}, training=training)
+        model.save_pretrained(folder)
+        result["adapter"] = str(folder)
+        result["sample_logits"] = logits[:5].tolist()
+    return result
+
+
+METHODS = {
+    "zero_shot": run_zero_shot,
+    "late_fusion": run_late_fusion,
+    "late_fusion_mlp": run_late_fusion_mlp,
+    "full_finetune": run_full_finetune,
+    "mitp": run_mitp,
+}
+
+
+def worker(row: Row, settings: Settings) -> dict:
+    torch.manual_seed(settings.seed)
+    train, test, names = load_data(row, settings)
+    processor = AutoProcessor.from_pretrained(settings.base_model)
+    backbone = AutoModel.from_pretrained(settings.base_model)
+    result = METHODS[row.method](row, settings, backbone, processor, train, test, names)
+    result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["train_size"], result["test_size"] = len(train), len(test)
+    return result
+
+
+# ---- the table, in the parent process ----
+
+
+def run_row(row: Row, settings: Settings) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        result_file = Path(folder) / "result.json"
+        spec = json.dumps({"row": asdict(row), "settings": asdict(settings)})
+        command = [sys.executable, __file__, "--worker", spec, "--result", str(result_file)]
+        print(f"\n== {row.name} ==", flush=True)
+        subprocess.run(command, check=True)
+        return {**asdict(row), **json.loads(result_file.read_text())}
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| method | test accuracy | trainable params | training time | peak memory |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        seconds = f"{r['train_seconds']:.0f} s" if r["method"] != "zero_shot" else "none"
+        lines.append(
+            f"| {r['name']} | {r['accuracy']:.3f} | {r['trainable']:,} | {seconds} | "
+            f"{r['peak_memory_mb'] / 1024:.2f} GB |"
+        )
+    return "\n".join(lines)
+
+
+def reload_and_predict(result: dict, settings: Settings) -> None:
+    """Reload the saved adapter, check it reproduces the trained model's logits, and predict a few test pairs."""
+    model = mitp_peft.from_pretrained(result["adapter"])
+    processor = AutoProcessor.from_pretrained(settings.base_model)
+    _, test, names = load_data(Row(**{k: result[k] for k in ("method", "name", "task")}), settings)
+    rows = test.select(range(5))
+    images = [image.convert("RGB") for image in rows["image"]]
+    texts = list(rows["text"])
+    batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**batch).logits
+    same = torch.allclose(logits, torch.tensor(result["sample_logits"]), atol=1e-5)
+    verdict = "match" if same else "DIFFER FROM"
+    print(f"\nReloaded the adapter from {result['adapter']}: logits {verdict} the trained model's.")
+    for row, prediction in zip(rows, mitp_peft.predict(model, images, texts, processor, top_k=2), strict=True):
+        guesses = ", ".join(
+            f"{label} {score:.2f}" for label, score in zip(prediction["labels"], prediction["scores"], strict=True)
+        )
+        print(f"  {row['text']!r:40} true: {names[row['label']]:10} predicted: {guesses}")
+    if not same:
+        raise SystemExit("The reloaded adapter does not reproduce the trained model's outputs.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, default in asdict(Settings()).items():
+        kind = type(default) if default is not None else (str if name in ("dataset", "data_dir") else int)
+        parser.add_argument(f"--{name}", type=kind, default=default)
+    parser.add_argument("--ablation", action="store_true", help="MITP's variants and the matching stress rows")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        spec = json.loads(args.worker)
+        result = worker(Row(**spec["row"]), Settings(**spec["settings"]))
+        Path(args.result).write_text(json.dumps(result))
+        return
+
+    settings = Settings(**{name: getattr(args, name) for name in asdict(Settings())})
+    if settings.base_model == str(DEFAULT_DIR):
+        backbone = build_backbone(DEFAULT_DIR)
+        print(
+            f"Demo backbone: zero-shot accuracy {backbone['zero_shot_fashion_mnist_test']:.3f} on Fashion-MNIST test."
+        )
+    rows = ablation_rows() if args.ablation else demo_rows()
+    results = [run_row(row, settings) for row in rows]
+    last = results[-1]
+    print(
+        f"\n{last['train_size']} training pairs, {last['test_size']} test pairs, {settings.epochs} epochs; "
+        f"{date.today()}, {platform.machine()}, {torch.get_num_threads()} threads\n"
+    )
+    print(table(results))
+    Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(settings.output_dir) / ("ablation.json" if args.ablation else "demo.json")).write_text(
+        json.dumps(results, indent=2)
+    )
+    saved = [r for r in results if "adapter" in r]
+    if saved:
+        reload_and_predict(saved[0], settings)
+
+
+if __name__ == "__main__":
+    main()
