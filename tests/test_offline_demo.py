@@ -17,6 +17,7 @@ from transformers import AutoModel, AutoProcessor, BertModel
 DEMO = ROOT / "examples" / "offline_demo"
 sys.path.insert(0, str(DEMO))
 import backbone  # noqa: E402
+import run  # noqa: E402
 import sources  # noqa: E402
 import tasks  # noqa: E402
 
@@ -160,7 +161,7 @@ def test_shortened_demo_prints_the_table_and_reloads_the_adapter(tiny_backbone, 
     shortened = ["--max_train_samples", "48", "--max_eval_samples", "24", "--epochs", "1", "--batch_size", "16"]
     out = run_demo("--base_model", str(folder), *shortened, "--output_dir", str(tmp_path))
     table = [line for line in out.splitlines() if line.startswith("| ")]
-    assert [line.split(" | ")[0][2:] for line in table[1:]] == [row.name for row in __import__("run").demo_rows()]
+    assert [line.split(" | ")[0][2:] for line in table[1:]] == [row.name for row in run.demo_rows()]
     assert "48 training pairs, 24 test pairs" in out
     assert "logits match the trained model's" in out
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
