@@ -295,6 +295,19 @@ METHODS = {
 }
 
 
+def peak_memory_bytes() -> int:
+    """This process's peak resident memory.
+
+    Linux's ru_maxrss carries the parent's peak across fork and exec (a parent that built the backbone would set
+    every row's figure); VmHWM belongs to the process's own address space.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        line = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def worker(row: Row, settings: Settings) -> dict:
     torch.manual_seed(settings.seed)
     train, evaluation, names = load_data(row, settings)
@@ -310,7 +323,7 @@ def worker(row: Row, settings: Settings) -> dict:
         "accuracy": accuracy,
         "trainable": trained.trainable,
         "train_seconds": trained.train_seconds,
-        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_memory_mb": peak_memory_bytes() / 2**20,
         "train_size": len(train),
         "test_size": len(evaluation["test"]),
     }
