@@ -367,7 +367,7 @@ def table(results: list[dict]) -> str:
 
 def reload_and_predict(result: dict, settings: Settings) -> None:
     """Reload the saved adapter, check it reproduces the trained model's logits, and predict a few test pairs."""
-    model = mitp_peft.from_pretrained(result["adapter"])
+    model = mitp_peft.from_pretrained(result["adapter"]).to(DEVICE)
     processor = AutoProcessor.from_pretrained(settings.base_model)
     _, evaluation, names = load_data(Row(**{k: result[k] for k in ("method", "name", "task")}), settings)
     rows = evaluation["test"].select(range(min(5, len(evaluation["test"]))))
@@ -377,7 +377,7 @@ def reload_and_predict(result: dict, settings: Settings) -> None:
         [{"image": image, "text": text} for image, text in zip(images, texts, strict=True)]
     )
     with torch.no_grad():
-        logits = model(**batch).logits
+        logits = model(**{name: tensor.to(DEVICE) for name, tensor in batch.items()}).logits.cpu()
     same = torch.allclose(logits, torch.tensor(result["sample_logits"]), atol=1e-5)
     verdict = "match" if same else "DIFFER FROM"
     print(f"\nReloaded the adapter from {result['adapter']}: logits {verdict} the trained model's.")
