@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT
+from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor, BertModel
 
 DEMO = ROOT / "examples" / "offline_demo"
@@ -164,7 +165,12 @@ def test_shortened_demo_prints_the_table_and_reloads_the_adapter(tiny_backbone, 
     assert [line.split(" | ")[0][2:] for line in table[1:]] == [row.name for row in run.demo_rows()]
     assert "48 training pairs, 24 test pairs" in out
     assert "logits match the trained model's" in out
-    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    cells = {line.split(" | ")[0][2:]: line.split(" | ") for line in table[1:]}
+    width = 192 + 384  # pooled ViT + MiniLM features
+    assert cells["late fusion, linear head"][3] == f"{(width + 1) * 10:,}"
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert cells["MITP (cross hub)"][3] == f"{sum(t.numel() for t in saved.values()):,}"
+    assert all(0.0 <= float(row[1]) <= 1.0 for row in cells.values())
     assert "mitp" in (tmp_path / "adapter" / "README.md").read_text()
 
 

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sources import FASHION_CLASSES, ROOT, load_fashion_mnist, minilm_path
+from sources import FASHION_CLASSES, IMAGE_SIZE, ROOT, load_fashion_mnist, minilm_path
 from tqdm.auto import tqdm
 from transformers import (
     AutoTokenizer,
@@ -47,6 +47,8 @@ BUILD_FILE = "demo_build.json"
 
 @dataclass
 class BuildSettings:
+    """The build's recipe: a saved build is reused only while these are unchanged."""
+
     steps: int = 500
     batch_size: int = 256
     learning_rate: float = 2e-3
@@ -67,7 +69,7 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
 
 def new_backbone(settings: BuildSettings) -> tuple[VisionTextDualEncoderModel, VisionTextDualEncoderProcessor]:
     """MiniLM (pretrained) and a randomly initialised ViT for 28x28 images, joined by new projections."""
-    size = 28
+    size = IMAGE_SIZE
     vision = ViTModel(
         ViTConfig(
             image_size=size,
