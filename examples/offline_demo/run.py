@@ -222,13 +222,13 @@ def run_zero_shot(row, settings, backbone, processor, train, names) -> Trained:
         classes = F.normalize(backbone.get_text_features(**captions).pooler_output, dim=-1)
 
     @torch.no_grad()
+    def image_embeds(images: list) -> torch.Tensor:
+        pixels = processor.image_processor([image.convert("RGB") for image in images], return_tensors="pt")
+        return F.normalize(backbone.get_image_features(**pixels.to(DEVICE)).pooler_output, dim=-1)
+
     def logits(dataset: datasets.Dataset) -> torch.Tensor:
-        images = [image.convert("RGB") for image in dataset["image"]]
-        pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"].to(DEVICE)
-        embeds = torch.cat(
-            [backbone.get_image_features(pixel_values=chunk).pooler_output for chunk in pixels.split(256)]
-        )
-        return F.normalize(embeds, dim=-1) @ classes.T
+        chunks = (dataset[start : start + 256]["image"] for start in range(0, len(dataset), 256))
+        return torch.cat([image_embeds(images) for images in chunks]) @ classes.T
 
     return Trained(logits, trainable=0, train_seconds=0.0)
 
@@ -260,7 +260,7 @@ def run_late_fusion(row, settings, backbone, processor, train, names, hidden: Op
             optimizer.zero_grad()
     seconds = time.perf_counter() - started
     trainable = sum(p.numel() for p in head.parameters())
-    return Trained(lambda dataset: head(features(dataset)).detach(), trainable, seconds)
+    return Trained(torch.no_grad()(lambda dataset: head(features(dataset))), trainable, seconds)
 
 
 def run_late_fusion_mlp(*args) -> Trained:
