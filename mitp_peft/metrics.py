@@ -1,30 +1,38 @@
-"""Metrics of the paper's tasks, offline (no hub metric scripts): accuracy; F1-macro and F1-micro for multi-label."""
+"""Metrics of the paper's tasks on `evaluate`: accuracy; F1-macro and F1-micro for multi-label.
+
+The metric scripts of the hub (`evaluate.load("accuracy")`) need the network; these modules ship inside the package
+(`mitp_peft/metric_modules/`) and load offline with the same API: `load_metric("accuracy").compute(...)`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+import evaluate
 import numpy as np
 
-
-def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Share of samples whose highest-scoring class is the label; labels of -100 are ignored."""
-    keep = labels != -100
-    return {"accuracy": float((logits.argmax(-1)[keep] == labels[keep]).mean())}
+MODULES = Path(__file__).resolve().parent / "metric_modules"
+METRICS = {"accuracy": "accuracy.py", "multi_label_f1": "multi_label_f1.py"}
 
 
-def multi_label_f1(logits: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """F1-macro (mean over labels, a label without positives nor predictions counts as 0) and F1-micro (pooled),
-    predicting every label whose sigmoid probability reaches `threshold`."""
-    predicted = 1 / (1 + np.exp(-logits)) >= threshold
-    truth = labels >= 0.5
-    tp = (predicted & truth).sum(0)
-    fp = (predicted & ~truth).sum(0)
-    fn = (~predicted & truth).sum(0)
-    per_label = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
-    micro = 2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1)
-    return {"f1_macro": float(per_label.mean()), "f1_micro": float(micro)}
+@cache
+def load_metric(name: str) -> evaluate.EvaluationModule:
+    """One of mitp-peft's `evaluate` modules (`accuracy`, `multi_label_f1`), loaded from the package, offline."""
+    if name not in METRICS:
+        raise ValueError(f"mitp-peft ships the metrics {sorted(METRICS)}, not {name!r}.")
+    return evaluate.load(str(MODULES / METRICS[name]))
+
+
+def task_metrics(
+    logits: np.ndarray, labels: np.ndarray, problem_type: str, threshold: float = 0.5
+) -> dict[str, float]:
+    """Accuracy (single-label) or F1-macro and F1-micro (multi-label) of a whole evaluation set."""
+    if problem_type == "multi_label_classification":
+        return load_metric("multi_label_f1").compute(predictions=logits, references=labels, threshold=threshold)
+    return load_metric("accuracy").compute(predictions=logits, references=labels)
 
 
 def compute_metrics(problem_type: str, threshold: float = 0.5) -> Callable[[Any], dict[str, float]]:
@@ -34,8 +42,6 @@ def compute_metrics(problem_type: str, threshold: float = 0.5) -> Callable[[Any]
         logits = prediction.predictions
         # Trainer hands over every output besides the loss: logits come first.
         logits = logits[0] if isinstance(logits, tuple) else logits
-        if problem_type == "multi_label_classification":
-            return multi_label_f1(logits, prediction.label_ids, threshold)
-        return accuracy(logits, prediction.label_ids)
+        return task_metrics(logits, prediction.label_ids, problem_type, threshold)
 
     return compute
