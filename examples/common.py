@@ -1,90 +1,50 @@
-"""What the two training examples share: their data and MITP arguments, data loading, and the adapter config."""
+"""What the two training examples share: their own arguments and building the adapter from MITPConfig's."""
 
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-import datasets
+from peft import PeftModel, get_peft_model
+from torch.utils.data import DataLoader
+from transformers import AutoModel
 
-from mitp_peft import MITPConfig
-from mitp_peft.data import load_food101, load_hub, load_mmimdb, load_pairs, load_snli_ve
-
-
-@dataclass
-class DataArguments:
-    dataset: str = field(
-        metadata={"help": "food101, mmimdb, snli_ve, pairs (your own CSV / JSON-lines files) or hub (--dataset_name)"}
-    )
-    dataset_name: Optional[str] = field(default=None, metadata={"help": "hub: a dataset id for load_dataset."})
-    data_dir: Optional[str] = field(default=None, metadata={"help": "The dataset's folder in its published layout."})
-    images_dir: Optional[str] = field(default=None, metadata={"help": "SNLI-VE: the Flickr30k images folder."})
-    train_file: Optional[str] = field(default=None, metadata={"help": "pairs: training CSV / JSON-lines file."})
-    validation_file: Optional[str] = field(default=None, metadata={"help": "pairs: evaluation file."})
-    image_column: str = field(default="image", metadata={"help": "pairs: column of image paths."})
-    text_column: str = field(default="text", metadata={"help": "pairs: column of texts."})
-    label_column: str = field(default="label", metadata={"help": "pairs: column of label names."})
-    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Train on the first N samples only."})
-    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Evaluate on the first N samples only."})
+from mitp_peft import MITPConfig, init_head_zero_shot, warm_start_head
+from mitp_peft.config import MITPArguments
+from mitp_peft.data import MITPCollator, Splits
+from mitp_peft.warm_start import WARM_START_EPOCHS
 
 
 @dataclass
-class ModelArguments:
+class ScriptArguments:
     base_model: str = field(metadata={"help": "A dual encoder: hub id or local folder (with its processor)."})
-    prompt_length: int = 8
-    num_interaction_layers: int = 4
-    translator_hidden_size: int = 512
-    temperature: float = 0.1
-    hub_attention: str = "joint"
-    memory_decay: float = 0.0
-    head_uses_memory: bool = False
     threshold: float = field(default=0.5, metadata={"help": "Multi-label: probability threshold of the F1 metrics."})
-
-
-def load_data(args: DataArguments):
-    """The DatasetDict, and the names of its train and evaluation splits."""
-    columns = dict(image_column=args.image_column, text_column=args.text_column, label_column=args.label_column)
-    if args.dataset == "food101":
-        return load_food101(args.data_dir), "train", "test"
-    if args.dataset == "mmimdb":
-        return load_mmimdb(args.data_dir), "train", "dev"
-    if args.dataset == "snli_ve":
-        return load_snli_ve(args.data_dir, images=args.images_dir), "train", "dev"
-    if args.dataset == "pairs":
-        files = {"train": args.train_file, "validation": args.validation_file}
-        return load_pairs(files, **columns), "train", "validation"
-    if args.dataset == "hub":
-        data = load_hub(args.dataset_name, **columns)
-        evaluation = [split for split in ("validation", "dev", "test") if split in data]
-        if "train" not in data or not evaluation:
-            raise ValueError(
-                f"{args.dataset_name} needs a train split and a validation, dev or test split: {list(data)}"
-            )
-        return data, "train", evaluation[0]
-    raise ValueError(f"--dataset must be food101, mmimdb, snli_ve, pairs or hub, got {args.dataset!r}.")
-
-
-def load_splits(args: DataArguments) -> tuple[datasets.Dataset, datasets.Dataset, list[str], bool]:
-    """Training and evaluation splits (shortened as asked), the label names, and whether labels are multi-label."""
-    data, train_split, eval_split = load_data(args)
-    train, evaluation = data[train_split], data[eval_split]
-    if args.max_train_samples is not None:
-        train = train.select(range(min(args.max_train_samples, len(train))))
-    if args.max_eval_samples is not None:
-        evaluation = evaluation.select(range(min(args.max_eval_samples, len(evaluation))))
-    multi_label = "labels" in train.features
-    names = (train.features["labels"].feature if multi_label else train.features["label"]).names
-    return train, evaluation, names, multi_label
-
-
-def mitp_config(args: ModelArguments, names: list[str], multi_label: bool) -> MITPConfig:
-    return MITPConfig(
-        num_labels=len(names),
-        problem_type="multi_label_classification" if multi_label else "single_label_classification",
-        id2label=dict(enumerate(names)),
-        prompt_length=args.prompt_length,
-        num_interaction_layers=args.num_interaction_layers,
-        translator_hidden_size=args.translator_hidden_size,
-        temperature=args.temperature,
-        hub_attention=args.hub_attention,
-        memory_decay=args.memory_decay,
-        head_uses_memory=args.head_uses_memory,
+    warm_start_epochs: int = field(
+        default=WARM_START_EPOCHS,
+        metadata={"help": "Fit the head alone for N epochs on the fresh adapter's features first (0: don't)."},
     )
+
+
+def build_adapter(script: ScriptArguments, settings: MITPArguments, splits: Splits, processor: Any) -> PeftModel:
+    """The backbone with an MITP adapter of the given settings for the data's labels.
+
+    With `--zero_shot_template`, the head starts as the backbone's zero-shot classifier over the label names.
+    """
+    options = asdict(settings)
+    template = options.pop("zero_shot_template")
+    config = MITPConfig(
+        num_labels=len(splits.label_names),
+        problem_type="multi_label_classification" if splits.multi_label else "single_label_classification",
+        id2label=dict(enumerate(splits.label_names)),
+        **options,
+    )
+    model = get_peft_model(AutoModel.from_pretrained(script.base_model), config)
+    if template is not None:
+        init_head_zero_shot(model, processor.tokenizer, template)
+    return model
+
+
+def warm_start(model: PeftModel, script: ScriptArguments, splits: Splits, collator: MITPCollator, seed: int) -> None:
+    """`warm_start_head` on the whole training set. Every process of a multi-process run does the same (same data,
+    same seed), so all start from the same head."""
+    if script.warm_start_epochs:
+        batches = DataLoader(splits.train, batch_size=64, collate_fn=collator)
+        warm_start_head(model, batches, epochs=script.warm_start_epochs, seed=seed)

@@ -16,44 +16,51 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from common import DataArguments, ModelArguments, load_splits, mitp_config
-from peft import get_peft_model
-from transformers import AutoModel, AutoProcessor, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from common import ScriptArguments, build_adapter, warm_start
+from transformers import AutoProcessor, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 import mitp_peft
-from mitp_peft.data import MITPCollator
+from mitp_peft.config import MITPArguments
+from mitp_peft.data import DataArguments, MITPCollator, load_splits
 from mitp_peft.metrics import compute_metrics
 
 logger = logging.getLogger(__name__)
 
 
 def main() -> None:
-    parser = HfArgumentParser((DataArguments, ModelArguments, TrainingArguments))
-    data_args, model_args, training_args = parser.parse_args_into_dataclasses()
+    parser = HfArgumentParser((DataArguments, ScriptArguments, MITPArguments, TrainingArguments))
+    data_args, script_args, mitp_args, training_args = parser.parse_args_into_dataclasses()
     # Image columns must reach the collator, and CLIPModel declares no labels of its own.
     training_args.remove_unused_columns = False
     training_args.label_names = ["labels"]
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
 
-    train, evaluation, names, multi_label = load_splits(data_args)
-    config = mitp_config(model_args, names, multi_label)
+    splits = load_splits(data_args)
+    processor = AutoProcessor.from_pretrained(script_args.base_model)
     set_seed(training_args.seed)  # before the adapter's random initialization, so runs are reproducible
-    model = get_peft_model(AutoModel.from_pretrained(model_args.base_model), config)
+    model = build_adapter(script_args, mitp_args, splits, processor)
     model.print_trainable_parameters()
-    processor = AutoProcessor.from_pretrained(model_args.base_model)
-    collator = MITPCollator(processor, model.max_text_length, num_labels=len(names) if multi_label else None)
+    problem_type = model.active_peft_config.problem_type
+    num_labels = len(splits.label_names) if splits.multi_label else None
+    collator = MITPCollator(processor, model.max_text_length, num_labels=num_labels)
+    if not training_args.resume_from_checkpoint:  # a resumed run loads its head from the checkpoint
+        warm_start(model, script_args, splits, collator, training_args.seed)
 
     trainer = Trainer(
         model=model,
         args=training_args,
-        train_dataset=train,
-        eval_dataset=evaluation,
+        train_dataset=splits.train,
+        eval_dataset=splits.evaluation,
         data_collator=collator,
-        compute_metrics=compute_metrics(config.problem_type, model_args.threshold),
+        compute_metrics=compute_metrics(problem_type, script_args.threshold),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    metrics = trainer.evaluate()
-    trainer.log_metrics("eval", metrics)
+    metrics = {}
+    if splits.evaluation is None:
+        logger.warning("No evaluation split (pairs without --validation_file): the adapter is saved unevaluated.")
+    else:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
 
     if trainer.is_world_process_zero():
         output = Path(training_args.output_dir)
@@ -73,10 +80,11 @@ def main() -> None:
                 "seed",
             )
         }
-        mitp_peft.describe_training(model, dataset=data_args.dataset, metrics=reported, training=settings)
+        mitp_peft.describe_training(model, dataset=data_args.name, metrics=reported, training=settings)
         model.save_pretrained(output)
         processor.save_pretrained(output)
-        (output / "metrics.json").write_text(json.dumps({"eval": metrics, "model": asdict(model_args)}, indent=2))
+        arguments = {"script": asdict(script_args), "mitp": asdict(mitp_args)}
+        (output / "metrics.json").write_text(json.dumps({"eval": metrics, **arguments}, indent=2))
         logger.info("Saved the adapter, its card and the processor to %s", output)
 
 

@@ -7,7 +7,8 @@ checkpoints with `accelerator.save_state`, resuming.
     ... --checkpointing_steps 500            # writes output_dir/step_500, ...
     ... --resume_from_checkpoint out/food101/step_500
 
-Saves the adapter (with its model card), the processor and metrics.json to --output_dir.
+Logs the training loss every --logging_steps optimizer steps. Saves the adapter (with its model card), the processor
+and metrics.json to --output_dir.
 """
 
 import json
@@ -17,22 +18,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from common import DataArguments, ModelArguments, load_splits, mitp_config
-from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from common import ScriptArguments, build_adapter, warm_start
+from peft import PeftConfig, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
-from transformers import AutoModel, AutoProcessor, HfArgumentParser
+from tqdm.auto import tqdm
+from transformers import AutoProcessor, HfArgumentParser
 
 import mitp_peft
-from mitp_peft.data import MITPCollator
+from mitp_peft.config import MITPArguments
+from mitp_peft.data import DataArguments, MITPCollator, load_splits
 from mitp_peft.head import classification_loss
-from mitp_peft.metrics import accuracy, multi_label_f1
+from mitp_peft.metrics import task_metrics
 
 logger = logging.getLogger(__name__)
+PROGRESS_FILE = "mitp_progress.json"
 
 
 @dataclass
@@ -48,14 +51,15 @@ class LoopArguments:
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"
     checkpointing_steps: Optional[int] = None
+    logging_steps: int = field(default=10, metadata={"help": "Log the mean training loss every N optimizer steps."})
     resume_from_checkpoint: Optional[str] = None
     seed: int = 42
     cpu: bool = False
 
 
 def main() -> None:
-    parser = HfArgumentParser((DataArguments, ModelArguments, LoopArguments))
-    data_args, model_args, args = parser.parse_args_into_dataclasses()
+    parser = HfArgumentParser((DataArguments, ScriptArguments, MITPArguments, LoopArguments))
+    data_args, script_args, mitp_args, args = parser.parse_args_into_dataclasses()
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -65,78 +69,135 @@ def main() -> None:
     )
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     set_seed(args.seed)
-    adapter_only_checkpoints(accelerator)
 
-    train, evaluation, names, multi_label = load_splits(data_args)
-    config = mitp_config(model_args, names, multi_label)
-    model = get_peft_model(AutoModel.from_pretrained(model_args.base_model), config)
+    splits = load_splits(data_args)
+    processor = AutoProcessor.from_pretrained(script_args.base_model)
+    model = build_adapter(script_args, mitp_args, splits, processor)
+    progress = Progress()
+    adapter_only_checkpoints(accelerator, progress)
     if accelerator.is_main_process:
         model.print_trainable_parameters()
-    processor = AutoProcessor.from_pretrained(model_args.base_model)
-    collator = MITPCollator(processor, model.max_text_length, num_labels=len(names) if multi_label else None)
-    train_loader = DataLoader(train, args.per_device_train_batch_size, shuffle=True, collate_fn=collator)
-    eval_loader = DataLoader(evaluation, args.per_device_eval_batch_size, collate_fn=collator)
+    problem_type = model.active_peft_config.problem_type
+    num_labels = len(splits.label_names) if splits.multi_label else None
+    collator = MITPCollator(processor, model.max_text_length, num_labels=num_labels)
+    if not args.resume_from_checkpoint:  # a resumed run loads its head from the checkpoint
+        warm_start(model, script_args, splits, collator, args.seed)
+    train_loader = DataLoader(splits.train, args.per_device_train_batch_size, shuffle=True, collate_fn=collator)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizers = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     if args.optimizer not in optimizers:
         raise ValueError(f"--optimizer must be one of {sorted(optimizers)}, got {args.optimizer!r}.")
     optimizer = optimizers[args.optimizer](trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
-    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
 
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     max_steps = args.max_steps or args.num_train_epochs * steps_per_epoch
-    done_steps = 0
     if args.resume_from_checkpoint:
         accelerator.load_state(args.resume_from_checkpoint)
-        done_steps = int(Path(args.resume_from_checkpoint).name.removeprefix("step_"))
-        logger.info("Resumed from %s after %d optimizer steps", args.resume_from_checkpoint, done_steps)
+        logger.info("Resumed from %s after %d optimizer steps", args.resume_from_checkpoint, progress.steps)
 
     model.train()
-    while done_steps < max_steps:
-        epoch, finished = divmod(done_steps, steps_per_epoch)
+    bar = tqdm(total=max_steps, initial=progress.steps, disable=not accelerator.is_main_process, desc="training")
+    losses = []
+    while progress.steps < max_steps:
+        epoch, finished = divmod(progress.steps, steps_per_epoch)
         train_loader.set_epoch(epoch)
         loader = accelerator.skip_first_batches(train_loader, finished * args.gradient_accumulation_steps)
         for batch in loader:
             with accelerator.accumulate(model):
-                accelerator.backward(model(**batch).loss)
+                loss = model(**batch).loss
+                accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
+            losses.append(loss.detach())
             if not accelerator.sync_gradients:
                 continue
-            done_steps += 1
-            if args.checkpointing_steps and done_steps % args.checkpointing_steps == 0:
-                accelerator.save_state(str(Path(args.output_dir) / f"step_{done_steps}"))
-            if done_steps >= max_steps:
+            progress.steps += 1
+            bar.update(1)
+            if progress.steps % args.logging_steps == 0:
+                mean = accelerator.gather(torch.stack(losses).mean()).mean().item()
+                bar.set_postfix(loss=f"{mean:.4f}")
+                logger.info("step %d: training loss %.4f", progress.steps, mean)
+                losses.clear()
+            if args.checkpointing_steps and progress.steps % args.checkpointing_steps == 0:
+                accelerator.save_state(str(Path(args.output_dir) / f"step_{progress.steps}"))
+            if progress.steps >= max_steps:
                 break
+    bar.close()
 
-    metrics = evaluate(accelerator, model, eval_loader, config.problem_type, model_args.threshold)
-    logger.info("eval: %s", metrics)
+    metrics = {}
+    if splits.evaluation is None:
+        logger.warning("No evaluation split (pairs without --validation_file): the adapter is saved unevaluated.")
+    else:
+        eval_loader = accelerator.prepare(
+            DataLoader(splits.evaluation, args.per_device_eval_batch_size, collate_fn=collator)
+        )
+        metrics = evaluate(accelerator, model, eval_loader, problem_type, script_args.threshold)
+        logger.info("eval: %s", metrics)
     if accelerator.is_main_process:
         output = Path(args.output_dir)
         adapter = accelerator.unwrap_model(model)
         reported = {k: v for k, v in metrics.items() if k != "loss"}
-        mitp_peft.describe_training(adapter, dataset=data_args.dataset, metrics=reported, training=asdict(args))
+        mitp_peft.describe_training(adapter, dataset=data_args.name, metrics=reported, training=asdict(args))
         adapter.save_pretrained(output)
         processor.save_pretrained(output)
-        (output / "metrics.json").write_text(json.dumps({"eval": metrics, "steps": done_steps}, indent=2))
+        (output / "metrics.json").write_text(json.dumps({"eval": metrics, "steps": progress.steps}, indent=2))
     accelerator.wait_for_everyone()
     accelerator.end_training()
 
 
-def adapter_only_checkpoints(accelerator: Accelerator) -> None:
-    """Checkpoints hold the adapter, not the frozen backbone: 8 MB instead of 1.7 GB on CLIP ViT-L/14."""
+@dataclass
+class Progress:
+    """How many optimizer steps are done: written into each checkpoint, read back on resume."""
+
+    steps: int = 0
+
+
+def adapter_only_checkpoints(accelerator: Accelerator, progress: Progress) -> None:
+    """Checkpoints hold the adapter (8 MB instead of 1.7 GB on CLIP ViT-L/14), its config and the step count."""
 
     def save(models: list, weights: list, output_dir: str) -> None:
-        weights[0] = get_peft_model_state_dict(accelerator.unwrap_model(models[0]))
+        model = accelerator.unwrap_model(models[0])
+        weights[0] = get_peft_model_state_dict(model)
+        model.active_peft_config.save_pretrained(output_dir)
+        (Path(output_dir) / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
 
     def load(models: list, input_dir: str) -> None:
-        set_peft_model_state_dict(
-            accelerator.unwrap_model(models[0]), load_file(Path(input_dir) / "model.safetensors")
-        )
+        folder = Path(input_dir)
+        missing = [
+            name
+            for name in (PROGRESS_FILE, "adapter_config.json", "model.safetensors")
+            if not (folder / name).is_file()
+        ]
+        if missing:
+            raise FileNotFoundError(
+                f"{folder} is not a checkpoint of this script: it lacks {missing}. Resume from a step_N folder that "
+                "--checkpointing_steps wrote."
+            )
+        model = accelerator.unwrap_model(models[0])
+        check_same_settings(PeftConfig.from_pretrained(str(folder)), model.active_peft_config, folder)
+        set_peft_model_state_dict(model, load_file(folder / "model.safetensors"))
+        progress.steps = json.loads((folder / PROGRESS_FILE).read_text())["steps"]
         models.pop(0)  # loaded: accelerate must not load it again as a whole model
 
     accelerator.register_save_state_pre_hook(save)
     accelerator.register_load_state_pre_hook(load)
+
+
+def check_same_settings(saved: PeftConfig, current: PeftConfig, folder: Path) -> None:
+    """A checkpoint only resumes the run that wrote it: name the MITP settings that differ."""
+    names = [f.name for f in mitp_peft.config.mitp_fields()]
+    differ = {
+        name: (getattr(saved, name), getattr(current, name))
+        for name in names
+        if getattr(saved, name) != getattr(current, name)
+    }
+    if differ:
+        listed = ", ".join(f"{name}={old!r} there but {new!r} here" for name, (old, new) in differ.items())
+        raise ValueError(
+            f"The checkpoint {folder} was written with other MITP settings: {listed}. Resume with the settings it was "
+            "written with, or start a new run."
+        )
 
 
 def evaluate(accelerator, model, loader, problem_type: str, threshold: float) -> dict[str, float]:
@@ -152,10 +213,7 @@ def evaluate(accelerator, model, loader, problem_type: str, threshold: float) ->
     model.train()
     logits, labels = torch.cat(logits), torch.cat(labels)
     metrics = {"loss": classification_loss(logits, labels, problem_type).item()}
-    if problem_type == "multi_label_classification":
-        metrics.update(multi_label_f1(logits.numpy(), labels.numpy(), threshold))
-    else:
-        metrics.update(accuracy(logits.numpy(), np.asarray(labels)))
+    metrics.update(task_metrics(logits.numpy(), labels.numpy(), problem_type, threshold))
     return metrics
 
 

@@ -11,7 +11,7 @@ import csv
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -42,13 +42,13 @@ def load_food101(root: str | Path, verify_images: bool = True) -> datasets.Datas
     splits = {}
     for split in ("train", "test"):
         table = _existing(root / "texts" / f"{split}_titles.csv")
-        rows = []
+        rows = {}
         for number, row in _csv_rows(table):
             if len(row) < 3:
                 raise ValueError(f"{table}, row {number}: expected 'image file, title, class', got {row!r}.")
             image_file, title, label = row[0], row[1], row[2]
             image = root / "images" / split / label / image_file
-            rows.append(dict(image=str(image), text=title, label=_label_index(label, names, table, number)))
+            rows[number] = dict(image=str(image), text=title, label=_label_index(label, names, table, number))
         splits[split] = _dataset(rows, datasets.ClassLabel(names=names), "label", table, verify_images)
     return datasets.DatasetDict(splits)
 
@@ -66,7 +66,7 @@ def load_mmimdb(root: str | Path, verify_images: bool = True) -> datasets.Datase
     for split in ("train", "dev", "test"):
         if split not in split_ids:
             raise ValueError(f"{split_file} has no {split!r} split; it has {sorted(split_ids)}.")
-        rows, dropped = [], 0
+        rows, dropped = {}, 0
         for movie in split_ids[split]:
             meta_file = _existing(root / "dataset" / f"{movie}.json")
             meta = json.loads(meta_file.read_text())
@@ -78,7 +78,7 @@ def load_mmimdb(root: str | Path, verify_images: bool = True) -> datasets.Datase
                 dropped += 1
                 continue
             plot = meta["plot"][0] if isinstance(meta["plot"], list) else meta["plot"]
-            rows.append(dict(image=str(root / "dataset" / f"{movie}.jpeg"), text=plot, labels=labels))
+            rows[f"movie {movie}"] = dict(image=str(root / "dataset" / f"{movie}.jpeg"), text=plot, labels=labels)
         if dropped:
             logger.warning(
                 "MM-IMDB %s: dropped %d of %d movies with none of the 23 genres.", split, dropped, len(rows) + dropped
@@ -98,14 +98,14 @@ def load_snli_ve(
     splits = {}
     for split in ("train", "dev", "test"):
         table = _existing(root / f"snli_ve_{split}.jsonl")
-        rows = []
+        rows = {}
         for number, record in _jsonl_rows(table):
             for key in ("Flickr30K_ID", "sentence2", "gold_label"):
                 if key not in record:
                     raise ValueError(f"{table}, row {number}: no {key!r} field.")
             label = _label_index(record["gold_label"], SNLI_VE_LABELS, table, number)
             image = image_dir / f"{record['Flickr30K_ID']}.jpg"
-            rows.append(dict(image=str(image), text=record["sentence2"], label=label))
+            rows[number] = dict(image=str(image), text=record["sentence2"], label=label)
         splits[split] = _dataset(rows, datasets.ClassLabel(names=list(SNLI_VE_LABELS)), "label", table, verify_images)
     return datasets.DatasetDict(splits)
 
@@ -118,35 +118,47 @@ def load_pairs(
     label_names: Optional[Iterable[str]] = None,
     verify_images: bool = True,
 ) -> datasets.DatasetDict:
-    """Your own data: a CSV (with a header) or JSON-lines file per split, e.g. `{"train": "train.csv", ...}`, each
-    row holding an image path (relative to the file's folder or absolute), a text and a label name.
+    """Your own data: a CSV (with a header; Excel's UTF-8 BOM is fine) or JSON-lines file per split, e.g.
+    `{"train": "train.csv", "validation": "val.csv"}`, each row holding an image path (relative to the file's folder
+    or absolute), a text and a label. A training split alone is fine.
 
-    Label names are taken from `label_names`, or else from all splits' labels, sorted.
+    The classes are `label_names` in that order, or else the training split's labels (the first split's where none
+    is called "train"): numbers in numeric order (2 before 10), other names sorted. A label that only another split
+    holds is refused, naming the file and the row: a model cannot learn a class it never sees.
     """
     tables = {split: _existing(Path(path)) for split, path in files.items()}
     records = {split: list(_table_rows(table)) for split, table in tables.items()}
     for split, table in tables.items():
+        if not records[split]:
+            raise ValueError(f"{table} holds no rows (only a header, or nothing): give it at least one pair.")
         for number, record in records[split]:
             missing = [c for c in (image_column, text_column, label_column) if c not in record]
             if missing:
                 raise ValueError(f"{table}, row {number}: missing column(s) {missing}; it has {sorted(record)}.")
-    names = (
-        list(label_names)
-        if label_names is not None
-        else sorted({str(record[label_column]) for rows in records.values() for _, record in rows})
-    )
+    names = list(label_names) if label_names is not None else None
+    if names is None:
+        training = "train" if "train" in records else next(iter(records))
+        names = _ordered_labels({str(record[label_column]) for _, record in records[training]})
     splits = {}
     for split, table in tables.items():
-        rows = [
-            dict(
+        rows = {
+            number: dict(
                 image=str(table.parent / record[image_column]),
                 text=str(record[text_column]),
                 label=_label_index(str(record[label_column]), names, table, number),
             )
             for number, record in records[split]
-        ]
+        }
         splits[split] = _dataset(rows, datasets.ClassLabel(names=names), "label", table, verify_images)
     return datasets.DatasetDict(splits)
+
+
+def _ordered_labels(labels: set[str]) -> list[str]:
+    """Numbers in numeric order (a CSV's 2 before its 10), names in alphabetical order."""
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return sorted(labels)
 
 
 def load_hub(
@@ -176,6 +188,94 @@ def load_hub(
 
 
 @dataclass
+class DataArguments:
+    """Which data a training script reads: one of the paper's datasets, your own pairs, or a hub dataset."""
+
+    dataset: str = field(
+        metadata={"help": "food101, mmimdb, snli_ve, pairs (your own CSV / JSON-lines files) or hub (--dataset_name)"}
+    )
+    dataset_name: Optional[str] = field(default=None, metadata={"help": "hub: a dataset id for load_dataset."})
+    data_dir: Optional[str] = field(default=None, metadata={"help": "The dataset's folder in its published layout."})
+    images_dir: Optional[str] = field(default=None, metadata={"help": "SNLI-VE: the Flickr30k images folder."})
+    train_file: Optional[str] = field(default=None, metadata={"help": "pairs: training CSV / JSON-lines file."})
+    validation_file: Optional[str] = field(
+        default=None, metadata={"help": "pairs: evaluation file (optional: without it, no evaluation)."}
+    )
+    image_column: str = field(default="image", metadata={"help": "pairs, hub: column of images (paths for pairs)."})
+    text_column: str = field(default="text", metadata={"help": "pairs, hub: column of texts."})
+    label_column: str = field(default="label", metadata={"help": "pairs, hub: column of labels."})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Train on the first N samples only."})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Evaluate on the first N samples only."})
+
+    @property
+    def name(self) -> str:
+        """What a model card calls the data: the dataset, the hub id, or the training file of your own pairs."""
+        if self.dataset == "hub":
+            return self.dataset_name
+        if self.dataset == "pairs":
+            return Path(self.train_file).name
+        return {"food101": "UPMC-Food101", "mmimdb": "MM-IMDB", "snli_ve": "SNLI-VE"}.get(self.dataset, self.dataset)
+
+
+DATASETS = ("food101", "mmimdb", "snli_ve", "pairs", "hub")
+# The folder argument each dataset needs, and the flag that gives it.
+REQUIRED = {
+    "food101": "data_dir",
+    "mmimdb": "data_dir",
+    "snli_ve": "data_dir",
+    "pairs": "train_file",
+    "hub": "dataset_name",
+}
+
+
+@dataclass
+class Splits:
+    train: datasets.Dataset
+    evaluation: Optional[datasets.Dataset]
+    """None when the data has no evaluation split (pairs without a validation file)."""
+    label_names: list[str]
+    multi_label: bool
+
+
+def load_splits(args: DataArguments) -> Splits:
+    """The training and evaluation splits a script asked for (shortened as asked), with their label names."""
+    if args.dataset not in DATASETS:
+        raise ValueError(f"--dataset must be one of {DATASETS}, got {args.dataset!r}.")
+    needed = REQUIRED[args.dataset]
+    if getattr(args, needed) is None:
+        raise ValueError(f"--dataset {args.dataset} needs --{needed}.")
+    columns = dict(image_column=args.image_column, text_column=args.text_column, label_column=args.label_column)
+    if args.dataset == "food101":
+        data, evaluation = load_food101(args.data_dir), "test"
+    elif args.dataset == "mmimdb":
+        data, evaluation = load_mmimdb(args.data_dir), "dev"
+    elif args.dataset == "snli_ve":
+        data, evaluation = load_snli_ve(args.data_dir, images=args.images_dir), "dev"
+    elif args.dataset == "pairs":
+        files = {"train": args.train_file}
+        if args.validation_file is not None:
+            files["validation"] = args.validation_file
+        data, evaluation = load_pairs(files, **columns), "validation" if args.validation_file else None
+    else:
+        data = load_hub(args.dataset_name, **columns)
+        found = [split for split in ("validation", "dev", "test") if split in data]
+        if "train" not in data or not found:
+            raise ValueError(
+                f"{args.dataset_name} needs a train split and a validation, dev or test split: {list(data)}"
+            )
+        evaluation = found[0]
+    train = _first(data["train"], args.max_train_samples)
+    evaluated = None if evaluation is None else _first(data[evaluation], args.max_eval_samples)
+    multi_label = "labels" in train.features
+    names = (train.features["labels"].feature if multi_label else train.features["label"]).names
+    return Splits(train, evaluated, list(names), multi_label)
+
+
+def _first(dataset: datasets.Dataset, count: Optional[int]) -> datasets.Dataset:
+    return dataset if count is None else dataset.select(range(min(count, len(dataset))))
+
+
+@dataclass
 class MITPCollator:
     """Turns rows with `image`, `text` and `label` / `labels` into model inputs with the backbone's processor.
 
@@ -188,6 +288,14 @@ class MITPCollator:
     num_labels: Optional[int] = None
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        missing = [column for column in ("image", "text") if column not in rows[0]]
+        if missing:
+            raise ValueError(
+                f"MITPCollator got rows without {missing} (their columns: {sorted(rows[0])}); it needs 'image' and "
+                "'text', and 'label' or 'labels' to train. With transformers.Trainer, pass "
+                "TrainingArguments(remove_unused_columns=False): by default Trainer drops every column the model's "
+                "forward does not name, and the raw image and text are not model inputs."
+            )
         batch = self.processor(
             text=[row["text"] for row in rows],
             images=[row["image"].convert("RGB") for row in rows],
@@ -214,7 +322,7 @@ def _existing(path: Path) -> Path:
 
 
 def _csv_rows(table: Path) -> Iterable[tuple[int, list[str]]]:
-    with table.open(newline="", encoding="utf-8") as f:
+    with table.open(newline="", encoding="utf-8-sig") as f:
         for number, row in enumerate(csv.reader(f), start=1):
             if number == 1 and row and not row[0].lower().endswith(IMAGE_SUFFIXES):
                 continue  # a header
@@ -223,7 +331,7 @@ def _csv_rows(table: Path) -> Iterable[tuple[int, list[str]]]:
 
 
 def _jsonl_rows(table: Path) -> Iterable[tuple[int, dict]]:
-    with table.open(encoding="utf-8") as f:
+    with table.open(encoding="utf-8-sig") as f:
         for number, line in enumerate(f, start=1):
             if line.strip():
                 try:
@@ -234,9 +342,14 @@ def _jsonl_rows(table: Path) -> Iterable[tuple[int, dict]]:
 
 def _table_rows(table: Path) -> Iterable[tuple[int, dict]]:
     if table.suffix in (".jsonl", ".json"):
+        if table.read_text(encoding="utf-8-sig").lstrip().startswith("["):
+            raise ValueError(
+                f"{table} is a JSON array; pairs files are JSON lines (one object per line) or CSV. Convert it, e.g. "
+                "with `datasets.Dataset.from_json(path).to_json(path_jsonl)`."
+            )
         yield from _jsonl_rows(table)
         return
-    with table.open(newline="", encoding="utf-8") as f:
+    with table.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel writes a byte-order mark
         yield from enumerate(csv.DictReader(f), start=2)  # row 1 is the header
 
 
@@ -248,16 +361,20 @@ def _label_index(label: str, names: Iterable[str], table: Path, number: int) -> 
     return names.index(label)
 
 
-def _dataset(rows: list[dict], label_feature: Any, label_key: str, source: Path, verify: bool) -> datasets.Dataset:
-    for number, row in enumerate(rows, start=1):
+def _dataset(
+    rows: dict[int | str, dict], label_feature: Any, label_key: str, source: Path, verify: bool
+) -> datasets.Dataset:
+    """The rows (keyed by the row number or name the errors give) as a Dataset, once every image was found."""
+    for number, row in rows.items():
+        where = f"row {number}" if isinstance(number, int) else number
         image = Path(row["image"])
         if not image.exists():
-            raise FileNotFoundError(f"{source}, sample {number}: image {image} does not exist.")
+            raise FileNotFoundError(f"{source}, {where}: image {image} does not exist.")
         if verify:
             try:
                 with Image.open(image) as opened:
                     opened.verify()
             except Exception as error:  # PIL raises many types for broken files
-                raise ValueError(f"{source}, sample {number}: image {image} cannot be read ({error}).") from error
+                raise ValueError(f"{source}, {where}: image {image} cannot be read ({error}).") from error
     features = datasets.Features(image=datasets.Image(), text=datasets.Value("string"), **{label_key: label_feature})
-    return datasets.Dataset.from_list(rows, features=features)
+    return datasets.Dataset.from_list(list(rows.values()), features=features)

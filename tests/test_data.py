@@ -29,11 +29,11 @@ def test_food101(food101):
 
 def test_food101_errors_name_file_and_row(food101):
     (food101 / "images" / "train" / "miso_soup" / "miso_soup_1.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match=r"train_titles.csv, sample 2: image .*miso_soup_1.jpg does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"train_titles.csv, row 2: image .*miso_soup_1.jpg does not exist"):
         load_food101(food101)
     picture(food101 / "images" / "train" / "miso_soup" / "miso_soup_1.jpg")
     (food101 / "images" / "test" / "apple_pie" / "apple_pie_0.jpg").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=r"test_titles.csv, sample 1: image .*apple_pie_0.jpg cannot be read"):
+    with pytest.raises(ValueError, match=r"test_titles.csv, row 2: image .*apple_pie_0.jpg cannot be read"):
         load_food101(food101)
     (food101 / "texts" / "test_titles.csv").write_text('apple_pie_0.jpg,"x",apple_tart\n')
     with pytest.raises(ValueError, match=r"test_titles.csv, row 1: unknown label 'apple_tart'"):
