@@ -4,28 +4,36 @@
 `PeftModel.from_pretrained` and `AutoPeftModel.from_pretrained` know it.
 """
 
+from .adapter import MITPAdapter
 from .config import MITPConfig
-from .head import MITPOutput
+from .head import MITPHead, MITPOutput
 from .hub import MemoryHub
 from .layer import MITPLayer
 from .model import MITPModel
+from .peft_type import MITP_PEFT_TYPE
 from .prediction import predict
-from .registration import MITP_PEFT_TYPE, register
+from .registration import register
 from .sharing import describe_training, from_pretrained, push_to_hub
+from .warm_start import warm_start_head
+from .zero_shot import init_head_zero_shot
 
 register()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "MITP_PEFT_TYPE",
+    "MITPAdapter",
     "MITPConfig",
+    "MITPHead",
     "MITPLayer",
     "MITPModel",
     "MITPOutput",
     "MemoryHub",
     "describe_training",
     "from_pretrained",
+    "init_head_zero_shot",
     "predict",
     "push_to_hub",
+    "warm_start_head",
 ]

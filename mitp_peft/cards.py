@@ -8,43 +8,36 @@ from __future__ import annotations
 
 import importlib.resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .config import MITPConfig
+if TYPE_CHECKING:
+    from .config import MITPConfig
 
 TEMPLATE = "mitp_adapter.md"
+# Installed, the template ships inside the package; in a plain checkout it is the repository's model_cards/ folder.
+CHECKOUT_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / TEMPLATE
 MAX_LISTED_LABELS = 40
 # The hub has no task for classifying image-text pairs; image classification is the nearest one it indexes.
 PIPELINE_TAG = "image-classification"
-SETTINGS = (
-    "prompt_length",
-    "num_interaction_layers",
-    "text_layers",
-    "vision_layers",
-    "translator_hidden_size",
-    "temperature",
-    "hub_attention",
-    "memory_decay",
-    "head_uses_memory",
-    "problem_type",
-)
+# Settings the card shows elsewhere (the labels) or that would only repeat others at length (the module names).
+NOT_LISTED = ("id2label", "label2id", "target_modules", "built_for")
 
 
-def render_card(
-    config: MITPConfig,
-    backbone_class: str,
-    backbone_params: int,
-    trainable_params: int,
-    info: Optional[dict[str, Any]] = None,
-) -> ModelCard:
-    """The adapter's card: metadata the hub indexes, usage that works as written, settings, results, citation.
+def render_card(config: MITPConfig, settings: dict[str, Any]) -> ModelCard:
+    """The card of a created adapter: metadata the hub indexes, usage that works as written, every MITP setting,
+    results, citation.
 
-    `info` may hold `dataset` (a hub id or name), `metrics` ({name: value}), `training` ({setting: value}) and
-    `repo_id` (where the adapter is shared; the usage snippet names it).
+    `settings` are MITPConfig's own fields with their values. The rest comes from the config alone: `built_for`
+    (the backbone and the adapter's size) and `card_info`, which `mitp_peft.describe_training` fills with `dataset`
+    (a hub id or name), `metrics` ({name: value}), `training` ({setting: value}) and `repo_id` (where the adapter is
+    shared; the usage snippet names it).
     """
-    info = info or {}
+    info = config.card_info
+    built_for = config.built_for
+    backbone_class, backbone_params = built_for["backbone"], built_for["parameters"]
+    trainable_params = built_for["adapter_parameters"]
     base = config.base_model_name_or_path or "unknown base model"
     repo_id = info.get("repo_id") or "path/to/this/adapter"
     dataset = info.get("dataset")
@@ -75,7 +68,7 @@ def render_card(
     )
     labels = sorted((config.id2label or {i: str(i) for i in range(config.num_labels)}).items())
     multi = config.problem_type == "multi_label_classification"
-    template = importlib.resources.files("mitp_peft.model_cards").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    template = _template()
     return ModelCard.from_template(
         card_data,
         template_str=template,
@@ -94,9 +87,16 @@ def render_card(
         results=[(name, _format(value)) for name, value in metrics.items()],
         labels=labels[:MAX_LISTED_LABELS],
         more_labels=max(0, len(labels) - MAX_LISTED_LABELS),
-        settings=[(name, getattr(config, name)) for name in SETTINGS],
+        settings=[(name, value) for name, value in settings.items() if name not in NOT_LISTED],
         training=sorted((info.get("training") or {}).items()),
     )
+
+
+def _template() -> str:
+    try:
+        return importlib.resources.files("mitp_peft.model_cards").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    except ModuleNotFoundError:  # a plain checkout, not installed
+        return CHECKOUT_TEMPLATE.read_text(encoding="utf-8")
 
 
 def _hub_link(name: str) -> Optional[str]:

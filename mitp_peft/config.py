@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+import warnings
+from dataclasses import MISSING, Field, dataclass, field, fields, make_dataclass
+from typing import Any, Literal, Optional, get_type_hints
 
 from peft import PeftConfig
 
-from .registration import MITP_PEFT_TYPE
+from .cards import render_card
+from .head import HEADS
+from .hub import HUB_ATTENTIONS
+from .peft_type import MITP_PEFT_TYPE
 
 DEFAULT_NUM_INTERACTION_LAYERS = 4
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
-HUB_ATTENTIONS = ("joint", "cross")
 
 
 @dataclass
@@ -47,11 +50,11 @@ class MITPConfig(PeftConfig):
         default=512, metadata={"help": "Hidden width h of the two Linear-GELU-Linear translators between towers."}
     )
     temperature: float = field(default=0.1, metadata={"help": "Temperature of the cosine-similarity softmax."})
-    hub_attention: Literal["joint", "cross"] = field(
-        default="joint",
+    hub_attention: Literal["gated", "cross"] = field(
+        default="gated",
         metadata={
-            "help": "'joint': each prompt attends over its own modality's and the other's prompts; 'cross': over the "
-            "other modality only, added to itself (an ablation)."
+            "help": "'gated': each prompt keeps itself and adds what it reads of the other modality, weighted by how "
+            "similar that is; 'cross': adds what it reads, ungated and unnormalized (an ablation). See MemoryHub."
         },
     )
     memory_decay: float = field(
@@ -59,6 +62,31 @@ class MITPConfig(PeftConfig):
     )
     head_uses_memory: bool = field(
         default=False, metadata={"help": "Also feed the last hub memory (mean over prompts) to the head."}
+    )
+    layer_prompts: bool = field(
+        default=False,
+        metadata={
+            "help": "Give each interaction layer its own trainable prompt per tower (zero at the start), added to "
+            "the prompts the hub generates: K * prompt_length * (text width + vision width) more parameters."
+        },
+    )
+    head: Literal["linear", "agreement", "per_modality", "mlp"] = field(
+        default="mlp",
+        metadata={
+            "help": "'linear': one linear layer on both towers' pooled features; 'agreement': also the element-wise "
+            "product of the dual encoder's normalized image and text embeddings (lets the head tell whether image "
+            "and text fit); 'per_modality': one linear layer per tower, logits averaged (as PMF)."
+        },
+    )
+    head_hidden_size: int = field(
+        default=512, metadata={"help": "Hidden width of the 'mlp' head (the other heads have no hidden layer)."}
+    )
+    zero_shot_template: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Set by mitp_peft.init_head_zero_shot: the caption template (e.g. 'a photo of a {}.') whose class "
+            "embeddings started the head as the backbone's zero-shot classifier. None: the head started at random."
+        },
     )
     prompt_init_std: float = field(default=0.02, metadata={"help": "Std of the Gaussian initial text prompt."})
     num_labels: Optional[int] = field(default=None, metadata={"help": "Number of classes (or labels). Required."})
@@ -72,6 +100,14 @@ class MITPConfig(PeftConfig):
         default=None,
         metadata={"help": "Filled in when the adapter is created: the interaction layers' module names. Don't set."},
     )
+    built_for: Optional[dict[str, Any]] = field(
+        default=None,
+        metadata={
+            "help": "Filled in when the adapter is created: the backbone it was built for (class, parameters, each "
+            "tower's depth and width, image and patch size) and its own parameter count. Loading it onto a "
+            "backbone that differs is refused. Don't set."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -84,6 +120,7 @@ class MITPConfig(PeftConfig):
             )
         _check_int("prompt_length", self.prompt_length, minimum=1)
         _check_int("translator_hidden_size", self.translator_hidden_size, minimum=1)
+        _check_int("head_hidden_size", self.head_hidden_size, minimum=1)
         if self.num_labels is None:
             raise ValueError("MITPConfig needs num_labels, the number of classes (or labels), e.g. num_labels=101.")
         _check_int("num_labels", self.num_labels, minimum=1)
@@ -95,28 +132,32 @@ class MITPConfig(PeftConfig):
             raise ValueError(f"prompt_init_std must be > 0, got {self.prompt_init_std!r}.")
         if self.hub_attention not in HUB_ATTENTIONS:
             raise ValueError(f"hub_attention must be one of {HUB_ATTENTIONS}, got {self.hub_attention!r}.")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}.")
+        if self.zero_shot_template is not None and "{}" not in self.zero_shot_template:
+            raise ValueError(
+                f"zero_shot_template must contain '{{}}' where the class name goes, got {self.zero_shot_template!r}."
+            )
         if self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {self.problem_type!r}.")
         self._check_layers()
         self._check_labels()
+        self.card_info: dict[str, Any] = {}
+        """What the adapter's card says about its training (see `mitp_peft.describe_training`); not saved in
+        adapter_config.json."""
 
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
-        """Save adapter_config.json and, for the config of a live adapter, its model card as README.md.
+        """Save adapter_config.json and, for an adapter that was created (`built_for` is filled), its model card as
+        README.md.
 
         peft saves each adapter's config last, after its weights and after peft's own generic README, so this is
-        where every adapter folder (Trainer checkpoints included) gets the MITP card.
+        where every adapter folder (Trainer checkpoints included) gets the MITP card. The card is rendered from the
+        config alone, so a copy of the model (`copy.deepcopy`) writes the same card.
         """
         super().save_pretrained(save_directory, **kwargs)
-        owner = getattr(self, "_owner", None)
-        tuner = owner() if owner is not None else None
-        if tuner is not None:
-            tuner.adapter_card(self).save(os.path.join(save_directory, "README.md"))
-
-    def __getstate__(self) -> dict:
-        # The link to the live adapter (a weak reference) is not part of the config and cannot be pickled.
-        state = dict(self.__dict__)
-        state.pop("_owner", None)
-        return state
+        if self.built_for is not None:
+            settings = {f.name: getattr(self, f.name) for f in mitp_fields()}
+            render_card(self, settings).save(os.path.join(save_directory, "README.md"))
 
     def _check_layers(self) -> None:
         if self.num_interaction_layers is not None:
@@ -176,6 +217,38 @@ class MITPConfig(PeftConfig):
         if self.id2label is not None and self.label2id is None:
             self.label2id = {v: k for k, v in self.id2label.items()}
 
+    def check_built_for(self, built_for: dict[str, Any], base_model_name_or_path: Optional[str]) -> None:
+        """Record the backbone a new adapter is built for; refuse a saved adapter on a backbone that differs.
+
+        Shapes decide (class, tower depths and widths, image and patch size): an adapter on a backbone of equal
+        widths but other depth or patching would load without a size error and predict nonsense. A backbone of the
+        same shape under another name (a fine-tuned or re-hosted copy) is only warned about.
+        """
+        if self.built_for is None:
+            self.built_for = built_for
+            return
+        shape = ("backbone", "text", "vision")
+        saved = {key: self.built_for.get(key) for key in shape}
+        here = {key: built_for.get(key) for key in shape}
+        if saved != here:
+            differ = [
+                f"{key}: {_shape(saved[key])} (adapter) vs {_shape(here[key])} (this backbone)"
+                for key in shape
+                if saved[key] != here[key]
+            ]
+            raise ValueError(
+                f"This MITP adapter was built for another backbone ({self.base_model_name_or_path or 'unnamed'}), "
+                f"not this one ({base_model_name_or_path or 'unnamed'}): {'; '.join(differ)}. Load it onto the "
+                "backbone it names (mitp_peft.from_pretrained does), or train an adapter for this one."
+            )
+        names = (self.base_model_name_or_path, base_model_name_or_path)
+        if all(names) and names[0] != names[1]:
+            warnings.warn(
+                f"This MITP adapter was trained on {names[0]!r} and is loaded onto {names[1]!r}, a backbone of the "
+                "same shape: its prompts and head only fit weights like the ones they were trained with.",
+                stacklevel=3,
+            )
+
     def resolve_layers(self, num_text_layers: int, num_vision_layers: int) -> None:
         """Fix the interaction layers against a backbone with the given tower depths, or explain why they don't fit."""
         if self.text_layers is None:
@@ -201,6 +274,50 @@ class MITPConfig(PeftConfig):
         self.num_interaction_layers = len(self.text_layers)
 
 
+def _shape(value: Any) -> str:
+    """A tower's recorded shape in words ("5 layers, width 32, ..."), or the recorded value itself."""
+    if not isinstance(value, dict):
+        return str(value)
+    words = {"layers": "{} layers", "width": "width {}", "max_position_embeddings": "{} positions"}
+    words.update(image_size="image size {}", patch_size="patch size {}")
+    return ", ".join(words[key].format(value[key]) for key in words if key in value)
+
+
 def _check_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+# MITPConfig fields that training scripts take from the data (labels) or that the adapter fills in itself.
+FROM_DATA = ("num_labels", "problem_type", "id2label", "label2id")
+FILLED_IN = ("target_modules",)
+
+
+def mitp_fields() -> list[Field]:
+    """The fields MITPConfig adds to peft's PeftConfig: the settings of the method, documented in their help."""
+    inherited = {f.name for f in fields(PeftConfig)}
+    return [f for f in fields(MITPConfig) if f.name not in inherited]
+
+
+def _arguments() -> type:
+    """A dataclass of MITPConfig's settings for `HfArgumentParser`, generated so scripts never repeat a default."""
+    hints = get_type_hints(MITPConfig)
+    settings = [f for f in mitp_fields() if f.name not in FROM_DATA + FILLED_IN]
+    arguments = make_dataclass(
+        "MITPArguments",
+        [
+            (
+                f.name,
+                hints[f.name],
+                field(default=f.default if f.default is not MISSING else None, metadata=f.metadata),
+            )
+            for f in settings
+        ],
+    )
+    arguments.__module__ = __name__
+    return arguments
+
+
+MITPArguments = _arguments()
+"""MITPConfig's method settings (everything but the labels, which come from the data) as a dataclass for
+`transformers.HfArgumentParser`, with MITPConfig's defaults and help texts."""

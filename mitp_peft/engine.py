@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import torch
 from torch import nn
 
-from .hub import Memory, MemoryHub, activate
-from .layer import MITPLayer
+from .checks import require
+from .hub import Memory, activate
 from .towers import Tower, TowerPair, TowerState
+
+if TYPE_CHECKING:
+    from .adapter import MITPAdapter
 
 
 class Encoded(NamedTuple):
@@ -42,7 +45,6 @@ class _Stream:
         self.tower = tower
         self.state = tower.fit_prompts(state, num_prompts)
         self.hidden = self.state.hidden
-        self.interaction = [tower.layers[i] for i in layer_indices]
         self.indices = list(layer_indices)
         self.next_layer = start
         self.plain_mask = tower.attention_mask(self.state, 0)
@@ -54,10 +56,13 @@ class _Stream:
         self.next_layer = max(self.next_layer, stop)
 
     def acquire(self, pair: int, prompts: torch.Tensor) -> torch.Tensor:
-        layer: MITPLayer = self.interaction[pair]
-        self.hidden, prompt_outputs = layer.acquire(self.hidden, prompts, self.prompt_mask, self.tower.run_layer)
+        """Run interaction layer `pair` on `[tokens ; prompts]`; keep the tokens, return the prompt outputs."""
+        length = self.hidden.shape[1]
+        joint = torch.cat([self.hidden, prompts.to(self.hidden.dtype)], dim=1)
+        out = self.tower.run_layer(self.tower.layers[self.indices[pair]], joint, self.prompt_mask)
+        self.hidden = out[:, :length]
         self.next_layer = self.indices[pair] + 1
-        return prompt_outputs
+        return out[:, length:]
 
     def activate(self, memory: torch.Tensor) -> torch.Tensor:
         return activate(memory, self.hidden, self.state.token_mask)
@@ -119,18 +124,11 @@ def extraction_layers(towers: TowerPair, first_text: int, first_vision: int) -> 
     return [*towers.text.layers[:first_text], *towers.vision.layers[:first_vision]]
 
 
-def encode(
-    towers: TowerPair,
-    text_layers: Sequence[int],
-    vision_layers: Sequence[int],
-    text_prompt: nn.Parameter,
-    hub: MemoryHub,
-    keep_memory: bool,
-    inputs: dict,
-) -> Encoded:
-    """Run both towers with MITP's temporal prompts and return their pooled features."""
+def encode(towers: TowerPair, adapter: MITPAdapter, inputs: dict) -> Encoded:
+    """Run both towers with the adapter's temporal prompts and return their pooled features."""
     check_inputs(inputs, towers.vision.pixel_ndim)
-    num_prompts = text_prompt.shape[0]
+    text_layers, vision_layers = adapter.text_layers, adapter.vision_layers
+    num_prompts = adapter.prompt.shape[0]
     text, vision = (
         _start(tower, layers, num_prompts, inputs, cached)
         for tower, layers, cached in (
@@ -147,8 +145,9 @@ def encode(
         vision.run_until(vision_layers[0])
 
     batch = text.hidden.shape[0]
-    prompt_t = text_prompt.expand(batch, -1, -1)
-    prompt_v = hub.initial_vision_prompt(text_prompt).expand(batch, -1, -1)
+    hub = adapter.hub
+    prompt_t = adapter.prompt.expand(batch, -1, -1)
+    prompt_v = hub.initial_vision_prompt(adapter.prompt).expand(batch, -1, -1)
     memory: Optional[Memory] = None
     last = len(text_layers) - 1
     for pair in range(len(text_layers)):
@@ -156,13 +155,16 @@ def encode(
         vision.run_until(vision_layers[pair])
         if memory is not None:
             prompt_t, prompt_v = text.activate(memory.text), vision.activate(memory.vision)
+        if adapter.text_layer_prompts is not None:
+            prompt_t = prompt_t + adapter.text_layer_prompts[pair].to(prompt_t.dtype)
+            prompt_v = prompt_v + adapter.vision_layer_prompts[pair].to(prompt_v.dtype)
         outputs_t = text.acquire(pair, prompt_t)
         outputs_v = vision.acquire(pair, prompt_v)
         # After the last pair the hub has no next layer to feed, unless the head reads its memory.
-        if pair < last or keep_memory:
+        if pair < last or adapter.head_uses_memory:
             memory = hub.consolidate(outputs_t, outputs_v, memory)
 
-    return Encoded(vision.pool(), text.pool(), memory if keep_memory else None)
+    return Encoded(vision.pool(), text.pool(), memory if adapter.head_uses_memory else None)
 
 
 def _start(tower: Tower, layers: Sequence[int], num_prompts: int, inputs: dict, cached_name: str) -> _Stream:
@@ -189,9 +191,10 @@ def _check_cache(inputs: dict, first_text: int, first_vision: int, batch: int) -
             f"Cached states need {CACHED_LAYERS} (the layer pair they were taken at), as written by "
             "mitp_peft.extraction.cache_extraction."
         )
-    expected = torch.tensor([first_text, first_vision]).expand(batch, 2)
-    if not torch.equal(taken_at.to("cpu", torch.long), expected):
-        raise ValueError(
-            f"The cached states were taken at layers {taken_at[0].tolist()} (text, vision), but this adapter's first "
-            f"interaction layers are [{first_text}, {first_vision}]. Rebuild the cache with this adapter."
-        )
+    expected = torch.tensor([first_text, first_vision], device=taken_at.device)
+    require(
+        taken_at == expected,
+        f"The cached states were taken at other layers than this adapter's first interaction layers "
+        f"[{first_text}, {first_vision}] (text, vision). Rebuild the cache with this adapter.",
+        lambda: f" They were taken at {taken_at[0].tolist()}.",
+    )

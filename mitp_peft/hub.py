@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+HUB_ATTENTIONS = ("gated", "cross")
+
 
 class Memory(NamedTuple):
     """What the hub remembers of one interaction layer: consolidated prompts of each modality."""
@@ -29,10 +31,15 @@ def translator(in_size: int, hidden_size: int, out_size: int, device: Optional[t
     )
 
 
-def similarity_attention(query: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Each query takes a softmax(cosine / temperature)-weighted mix of `keys`, which also serve as values."""
-    scores = F.normalize(query, dim=-1) @ F.normalize(keys, dim=-1).transpose(-1, -2)
-    return torch.softmax(scores / temperature, dim=-1) @ keys
+def cosine_attention(query: torch.Tensor, keys: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(cosine / temperature) over `keys` for each query: (weights, cosines), both (batch, queries, keys)."""
+    cosines = F.normalize(query, dim=-1) @ F.normalize(keys, dim=-1).transpose(-1, -2)
+    return torch.softmax(cosines / temperature, dim=-1), cosines
+
+
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance per vector, without parameters: puts the two modalities on one scale."""
+    return F.layer_norm(x, x.shape[-1:])
 
 
 def activate(memory: torch.Tensor, tokens: torch.Tensor, token_mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -42,7 +49,7 @@ def activate(memory: torch.Tensor, tokens: torch.Tensor, token_mask: Optional[to
     tokens: memory is built from prompt outputs whose scale differs from layer to layer, and a prompt far off the
     token scale would dominate or vanish in attention.
     """
-    normalized = F.layer_norm(memory.float(), memory.shape[-1:])
+    normalized = standardize(memory.float())
     power = tokens.float().pow(2).mean(dim=-1)  # (batch, tokens)
     if token_mask is None:
         mean_power = power.mean(dim=1)
@@ -54,10 +61,18 @@ def activate(memory: torch.Tensor, tokens: torch.Tensor, token_mask: Optional[to
 class MemoryHub(nn.Module):
     """Lets the prompts of both towers interact by similarity and keeps the result as memory.
 
-    `attention="joint"`: each prompt attends over its own modality's prompt outputs and the other modality's,
-    translated; the share it takes from the other grows with how similar (relevant) the other is, and otherwise it
-    keeps its own context. `attention="cross"`: it attends over the other modality only and adds the result to itself
-    (always the same total amount from the other side; kept for ablations).
+    Each prompt reads the other modality's prompt outputs, translated into its width, by a softmax over cosine
+    similarities (no trainable weights in the interaction itself).
+
+    - `attention="gated"` (default): each prompt keeps itself and adds what it read, both standardized, the read
+      part weighted by a similarity gate g = (1 + expected cosine of what it read) / 2 in [0, 1]. The other
+      modality is heard from the first step (g = 1/2 at chance similarity) on every backbone, whatever the scales of
+      its two towers, and weighs more the more relevant it is, less the less: "each modality takes in what is
+      relevant from the other while keeping its own context". It replaces METHOD.md's first joint form (a softmax
+      over both modalities' prompts together), where a prompt's cosine with itself (1) took all but about e^-10 of the
+      weight, so that changing the image moved the pooled text features by 1e-5 (relative) at initialization.
+    - `attention="cross"`: each prompt adds what it read, unstandardized and ungated (always the same total amount
+      from the other side, at whatever scale the translator gives; kept for ablations).
     """
 
     def __init__(
@@ -71,6 +86,8 @@ class MemoryHub(nn.Module):
         device: Optional[torch.device] = None,
     ) -> None:
         super().__init__()
+        if attention not in HUB_ATTENTIONS:
+            raise ValueError(f"hub attention must be one of {HUB_ATTENTIONS}, got {attention!r}.")
         self.translate_text_to_vision = translator(text_size, hidden_size, vision_size, device)
         self.translate_vision_to_text = translator(vision_size, hidden_size, text_size, device)
         self.temperature = temperature
@@ -89,14 +106,18 @@ class MemoryHub(nn.Module):
         """Consolidate the prompt outputs of one interaction layer into memory, m(k) = c(k) + decay * m(k-1)."""
         text, vision = text.to(self.dtype), vision.to(self.dtype)
         memory = Memory(
-            self._recall(text, self.translate_vision_to_text(vision)),
-            self._recall(vision, self.translate_text_to_vision(text)),
+            self.recall(text, self.translate_vision_to_text(vision)),
+            self.recall(vision, self.translate_text_to_vision(text)),
         )
         if previous is not None and self.memory_decay:
-            memory = Memory(*(new + self.memory_decay * old for new, old in zip(memory, previous, strict=False)))
+            memory = Memory(*(new + self.memory_decay * old for new, old in zip(memory, previous, strict=True)))
         return memory
 
-    def _recall(self, own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        if self.attention == "joint":
-            return similarity_attention(own, torch.cat([own, other], dim=1), self.temperature)
-        return own + similarity_attention(own, other, self.temperature)
+    def recall(self, own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """One modality's consolidated prompts: its own prompt outputs and what they read of the other's."""
+        weights, cosines = cosine_attention(own, other, self.temperature)
+        read = weights @ other
+        if self.attention == "cross":
+            return own + read
+        gate = (1 + (weights * cosines).sum(dim=-1, keepdim=True)) / 2
+        return standardize(own) + gate * standardize(read)

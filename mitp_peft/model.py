@@ -2,49 +2,43 @@
 
 from __future__ import annotations
 
-import re
-import weakref
 from collections.abc import Sequence
-from types import MethodType
 from typing import Any, Optional, Union
 
 import torch
-from huggingface_hub import ModelCard
+from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
-from .cards import render_card
+from . import forward
+from .adapter import MITPAdapter
 from .config import MITPConfig
-from .engine import CACHE_INPUTS, encode
+from .engine import CACHE_INPUTS
 from .head import MITPOutput, classification_loss
-from .hub import MemoryHub
 from .layer import MERGE_REFUSAL, MITPLayer
-from .registration import MITP_PREFIX
+from .peft_type import MITP_PREFIX
 from .towers import DENSE_MASK_BACKENDS, TowerPair, resolve_towers
 
-# Arguments of the backbone's forward that MITP's forward takes besides the towers' inputs.
-_OUTPUT_ARGS = ("return_dict",)
+# The tuner's container of MITPAdapter modules, one per adapter name.
+ADAPTERS = f"{MITP_PREFIX}adapters"
 
 
 class MITPModel(BaseTuner):
     """Memory-Inspired Temporal Prompt Interaction on a frozen dual encoder (e.g. `CLIPModel`).
 
     Created by `peft.get_peft_model(model, MITPConfig(...))`. The backbone stays frozen and untouched; interaction
-    layers are wrapped by `MITPLayer`, and the adapter's trainable state lives here, keyed by adapter name:
+    layers are wrapped by `MITPLayer`, and each adapter's trainable state is one `MITPAdapter` in `mitp_adapters`,
+    keyed by adapter name.
 
-    - `mitp_prompt`: the first text prompt p_t(1), (prompt_length, text width);
-    - `mitp_hub`: the memory hub with its two translators;
-    - `mitp_head`: the linear classification head.
-
-    The backbone's `forward` is replaced by the joint MITP forward (both towers interleaved layer by layer), because
-    peft calls the backbone directly for methods without a task type. With adapters disabled it is the backbone's
-    own forward; `unload()` removes it.
+    The backbone's forward becomes the joint MITP forward (both towers interleaved layer by layer, see
+    `mitp_peft.forward`), because peft calls the backbone directly for methods without a task type. With adapters
+    disabled it is the backbone's own forward; `unload()` gives the backbone back as it was.
     """
 
     prefix: str = MITP_PREFIX
     tuner_layer_cls = MITPLayer
     target_module_mapping: dict[str, list[str]] = {}
-    # The prompt, hub and head live on the tuner, not in the injected layers.
+    # Each adapter's prompts, hub and head live on the tuner, not in the injected layers.
     uses_shared_state = True
 
     # ------------------------------------------------------------------------------------------------- creation
@@ -57,20 +51,18 @@ class MITPModel(BaseTuner):
         low_cpu_mem_usage: bool = False,
         state_dict: Optional[dict[str, torch.Tensor]] = None,
     ) -> None:
-        """Check the config against the backbone, create the adapter's prompt, hub and head, wrap its layers.
+        """Check the config against the backbone, create the adapter's module, wrap its layers.
 
         Overridden rather than done in `_pre_injection_hook`, which peft calls for the first adapter only.
         """
         config: MITPConfig = self.peft_config[adapter_name]
         towers = self._check_backbone(model, config)
-        if not hasattr(self, "mitp_prompt"):
-            self.mitp_prompt = nn.ParameterDict()
-            self.mitp_hub = nn.ModuleDict()
-            self.mitp_head = nn.ModuleDict()
-            self.mitp_card_info: dict[str, dict] = {}
-            """adapter -> what its card says about training (see `mitp_peft.describe_training`)."""
+        if not hasattr(self, "mitp_adapters"):
+            self.mitp_adapters = nn.ModuleDict()
         self._towers: TowerPair = towers
-        self._create_adapter_modules(adapter_name, config, towers)
+        adapter = MITPAdapter(config, towers, device=next(model.parameters()).device)
+        self.mitp_adapters[adapter_name] = adapter
+        config.built_for["adapter_parameters"] = sum(p.numel() for p in adapter.parameters())
         try:
             super().inject_adapter(
                 model,
@@ -80,17 +72,26 @@ class MITPModel(BaseTuner):
                 state_dict=state_dict,
             )
         except Exception:
-            for container in self._tuner_containers():
-                container.pop(adapter_name, None)
+            if adapter_name in self.mitp_adapters:
+                del self.mitp_adapters[adapter_name]
             raise
-        config._owner = weakref.ref(self)  # saving the config then also writes the adapter's card
-        if "forward" not in vars(model):
-            # Bound to this tuner, so deepcopy of the model rebinds it to the copied tuner.
-            model.forward = MethodType(MITPModel._joint_forward, self)
+        forward.install(model, self, towers)
 
     @staticmethod
     def _check_backbone(model: nn.Module, config: MITPConfig) -> TowerPair:
+        if isinstance(model, (PeftModel, BaseTuner)):
+            raise ValueError(
+                "This model already carries peft adapters. Add another MITP adapter with "
+                "model.add_adapter(name, MITPConfig(...)), or call get_peft_model on the plain backbone."
+            )
         towers = resolve_towers(model)
+        built_for = {
+            "backbone": forward.backbone_class(model).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "text": towers.text.describe(),
+            "vision": towers.vision.describe(),
+        }
+        config.check_built_for(built_for, getattr(model, "name_or_path", None))
         for tower in towers:
             if tower.needs_mask and tower.attn_implementation not in DENSE_MASK_BACKENDS:
                 raise ValueError(tower.unsupported_backend_message())
@@ -102,25 +103,6 @@ class MITPModel(BaseTuner):
                 f"{room} tokens, and the text needs at least 2 (start and end). Choose prompt_length <= {room - 2}."
             )
         return towers
-
-    def _create_adapter_modules(self, adapter_name: str, config: MITPConfig, towers: TowerPair) -> None:
-        device = next(self.model.parameters()).device
-        text_size, vision_size = towers.text.hidden_size, towers.vision.hidden_size
-        prompt = torch.randn(config.prompt_length, text_size, device=device) * config.prompt_init_std
-        self.mitp_prompt[adapter_name] = nn.Parameter(prompt)
-        self.mitp_hub[adapter_name] = MemoryHub(
-            text_size,
-            vision_size,
-            config.translator_hidden_size,
-            config.temperature,
-            config.hub_attention,
-            config.memory_decay,
-            device,
-        )
-        features = towers.text.pooled_size + towers.vision.pooled_size
-        if config.head_uses_memory:
-            features += text_size + vision_size
-        self.mitp_head[adapter_name] = nn.Linear(features, config.num_labels, device=device)
 
     def _prepare_adapter_config(self, peft_config: MITPConfig, model_config: dict) -> MITPConfig:
         text, vision = self._towers
@@ -143,13 +125,11 @@ class MITPModel(BaseTuner):
         current_key: str,
         **kwargs: Any,
     ) -> None:
-        # target_modules lists the K text layers, then the K vision layers: position mod K is the pair.
-        pair = peft_config.target_modules.index(current_key) % peft_config.num_interaction_layers
         if not isinstance(target, MITPLayer):
             wrapped = MITPLayer(target)
             self._replace_module(parent, target_name, wrapped, target)
             target = wrapped
-        target.update_layer(adapter_name, pair)
+        target.update_layer(adapter_name)
 
     def _replace_module(self, parent: nn.Module, child_name: str, new_module: nn.Module, child: nn.Module) -> None:
         # A whole encoder layer is (un)wrapped: there is no single `.weight` to rebind as in LoRA, and the
@@ -158,59 +138,52 @@ class MITPModel(BaseTuner):
 
     # -------------------------------------------------------------------------------------------------- forward
 
-    def _joint_forward(
+    def joint_forward(
         self,
         input_ids: Optional[torch.Tensor] = None,
         pixel_values: Optional[torch.Tensor] = None,
         attention_mask: Optional[torch.Tensor] = None,
+        *args: Any,
         labels: Optional[torch.Tensor] = None,
         num_items_in_batch: Optional[Union[int, torch.Tensor]] = None,
+        return_dict: Optional[bool] = None,
         **kwargs: Any,
-    ) -> MITPOutput:
+    ) -> Union[MITPOutput, tuple]:
         """Classify (image, text) pairs with the active MITP adapter; with adapters disabled, the backbone's forward.
 
-        Takes what the towers read (e.g. `token_type_ids`, `position_ids`, `interpolate_pos_encoding`), and states
-        cached by `mitp_peft.extraction` in place of the embeddings and extraction layers. `labels` gives `loss`;
-        `num_items_in_batch` (passed by `Trainer`) makes the loss exact under gradient accumulation and DDP, see
-        `classification_loss`.
+        The backbone's forward (see `mitp_peft.forward`). Takes what the towers read (e.g. `token_type_ids`,
+        `position_ids`, `interpolate_pos_encoding`), and states cached by `mitp_peft.extraction` in place of the
+        embeddings and extraction layers. `labels` gives `loss`; `num_items_in_batch` (passed by `Trainer`) makes the
+        loss exact under gradient accumulation and DDP, see `classification_loss`.
         """
         inputs = dict(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
         if not self._mitp_enabled():
             # The backbone's own outputs: it has no classification head, so labels have no meaning there.
-            return type(self.model).forward(self.model, **inputs, **kwargs)
-
+            own = {} if return_dict is None else {"return_dict": return_dict}
+            return forward.backbone_forward(self.model)(*args, **inputs, **own, **kwargs)
+        if args:
+            raise TypeError(
+                "MITP's forward takes input_ids, pixel_values and attention_mask by position and the rest by name; "
+                f"got {len(args)} more positional argument(s)."
+            )
         accepted = set(self._towers.text.input_names) | set(self._towers.vision.input_names) | set(CACHE_INPUTS)
-        unexpected = sorted(set(kwargs) - accepted - set(_OUTPUT_ARGS))
+        unexpected = sorted(set(kwargs) - accepted)
         if unexpected:
             raise TypeError(
                 f"MITP's forward got unexpected argument(s) {unexpected}. With this backbone it takes "
                 f"{sorted(accepted)} and labels; the backbone's own outputs are available under "
                 "`with model.disable_adapter():`."
             )
-        inputs.update({name: value for name, value in kwargs.items() if name in accepted})
+        inputs.update(kwargs)
         adapter = self._active_adapter_name()
-        config: MITPConfig = self.peft_config[adapter]
-        encoded = encode(
-            self._towers,
-            config.text_layers,
-            config.vision_layers,
-            self.mitp_prompt[adapter],
-            self.mitp_hub[adapter],
-            config.head_uses_memory,
-            inputs,
-        )
-        features = [encoded.image_features, encoded.text_features]
-        if encoded.memory is not None:
-            features += [encoded.memory.vision.mean(dim=1), encoded.memory.text.mean(dim=1)]
-        head = self.mitp_head[adapter]
-        logits = head(torch.cat([f.to(head.weight.dtype) for f in features], dim=-1))
+        logits, features = self.mitp_adapters[adapter](self._towers, inputs)
         loss = None
         if labels is not None:
-            loss = classification_loss(logits, labels, config.problem_type, num_items_in_batch)
+            loss = classification_loss(logits, labels, self.peft_config[adapter].problem_type, num_items_in_batch)
         output = MITPOutput(
-            loss=loss, logits=logits, image_features=encoded.image_features, text_features=encoded.text_features
+            loss=loss, logits=logits, image_features=features.image_features, text_features=features.text_features
         )
-        return output if kwargs.get("return_dict", True) else output.to_tuple()
+        return output if return_dict is not False else output.to_tuple()
 
     def _mitp_enabled(self) -> bool:
         # peft enables and disables all tuner layers together; the active adapter's first layer stands for all.
@@ -234,22 +207,10 @@ class MITPModel(BaseTuner):
 
     # ----------------------------------------------------------------------------------- adapters and training
 
-    def _tuner_containers(self) -> tuple[nn.Module, ...]:
-        return (self.mitp_prompt, self.mitp_hub, self.mitp_head)
-
-    def _adapter_parameters(self, adapter_name: str) -> list[nn.Parameter]:
-        return [
-            self.mitp_prompt[adapter_name],
-            *self.mitp_hub[adapter_name].parameters(),
-            *self.mitp_head[adapter_name].parameters(),
-        ]
-
-    def _sync_trainability(self, trainable: Sequence[str] = ()) -> None:
-        """Only the named adapters' tuner-level parameters train; peft's own helpers never look here."""
-        for adapter_name in self.peft_config:
-            if adapter_name in self.mitp_prompt:
-                for param in self._adapter_parameters(adapter_name):
-                    param.requires_grad = adapter_name in trainable
+    def _sync_trainability(self, trainable: Sequence[str]) -> None:
+        """Only the named adapters' modules train; peft's own helpers only look at the tuner layers."""
+        for name, adapter in self.mitp_adapters.items():
+            adapter.requires_grad_(name in trainable)
 
     def _trainable_active_adapters(self) -> list[str]:
         return [a for a in self.active_adapters if not self.peft_config[a].inference_mode]
@@ -269,10 +230,8 @@ class MITPModel(BaseTuner):
         self._sync_trainability([] if inference_mode else names)
 
     def set_requires_grad(self, adapter_names: Union[str, Sequence[str]], requires_grad: bool = True) -> None:
-        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
-        for name in names:
-            for param in self._adapter_parameters(name):
-                param.requires_grad = requires_grad
+        for name in [adapter_names] if isinstance(adapter_names, str) else adapter_names:
+            self.mitp_adapters[name].requires_grad_(requires_grad)
 
     def _enable_adapter_layers(self, enabled: bool = True) -> None:
         super()._enable_adapter_layers(enabled)
@@ -280,32 +239,13 @@ class MITPModel(BaseTuner):
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
-        for container in self._tuner_containers():
-            del container[adapter_name]
-        self.mitp_card_info.pop(adapter_name, None)
+        del self.mitp_adapters[adapter_name]
         self._sync_trainability(self._trainable_active_adapters())
 
     def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
         """MITP's weights are created in float32; without autocast they follow the backbone's dtype instead."""
-        if autocast_adapter_dtype:
-            return
-        dtype = self._towers.text.model.dtype
-        self.mitp_prompt[adapter_name] = nn.Parameter(
-            self.mitp_prompt[adapter_name].to(dtype), requires_grad=self.mitp_prompt[adapter_name].requires_grad
-        )
-        self.mitp_hub[adapter_name].to(dtype)
-        self.mitp_head[adapter_name].to(dtype)
-
-    def adapter_card(self, config: MITPConfig) -> ModelCard:
-        """The model card of the adapter with this config."""
-        adapter_name = next(name for name, c in self.peft_config.items() if c is config)
-        return render_card(
-            config,
-            backbone_class=type(self.model).__name__,
-            backbone_params=sum(p.numel() for p in self.model.parameters()),
-            trainable_params=sum(p.numel() for p in self._adapter_parameters(adapter_name)),
-            info=self.mitp_card_info.get(adapter_name),
-        )
+        if not autocast_adapter_dtype:
+            self.mitp_adapters[adapter_name].to(self._towers.text.model.dtype)
 
     # --------------------------------------------------------------------------------------- merge and unload
 
@@ -315,20 +255,19 @@ class MITPModel(BaseTuner):
     def _unload_and_optionally_merge(self, merge: bool = True, **kwargs: Any) -> nn.Module:
         if merge:
             self._check_merge_allowed()
-        vars(self.model).pop("forward", None)
+        forward.uninstall(self.model)
         return super()._unload_and_optionally_merge(merge=False, **kwargs)
 
     # ------------------------------------------------------------------------------------------- state dicts
 
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
-        """`base_model.mitp_hub.<adapter>.translate_text_to_vision.0.weight` -> `...mitp_hub.translate_...`.
+        """`base_model.mitp_adapters.<adapter>.hub.translate_text_to_vision.0.weight` -> `...mitp_adapters.hub...`.
 
-        peft's default only removes the adapter name as the last or second-to-last key component; the hub nests
-        deeper, so remove it right after MITP's containers wherever it stands.
+        peft's default only removes the adapter name as the last or second-to-last key component; the adapter's
+        module nests deeper.
         """
-        pattern = rf"(^|\.)({re.escape(MITP_PREFIX)}[a-z_]+)\.{re.escape(adapter_name)}(?=\.|$)"
-        return re.sub(pattern, r"\1\2", key)
+        return key.replace(f"{ADAPTERS}.{adapter_name}.", f"{ADAPTERS}.")
 
     @classmethod
     def _remap_adapter_state_dict_for_load(
@@ -368,7 +307,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def _widths(remapped: dict[str, torch.Tensor], own: dict[str, torch.Tensor], adapter_name: str) -> str:
     """'Text width a, vision width b' of the adapter and of the backbone, read off the prompt and a translator."""
-    prompt = next((k for k in remapped if k.endswith(f"mitp_prompt.{adapter_name}")), None)
+    prompt = next((k for k in remapped if k.endswith(f"{adapter_name}.prompt")), None)
     translator = next((k for k in remapped if k.endswith("translate_text_to_vision.2.weight")), None)
     if prompt is None or translator is None or prompt not in own or translator not in own:
         return ""

@@ -69,14 +69,19 @@ def make_inputs(batch: int = 3, lengths=None, seed: int = 1, pad_to: int | None 
 
 def adapter_keys(prefix: str = "base_model.", adapter: str = "") -> set[str]:
     """The names of an MITP adapter's tensors: in the model (with its adapter name) or in a saved file (without)."""
-    name = f".{adapter}" if adapter else ""
+    root = f"{prefix}mitp_adapters{f'.{adapter}' if adapter else ''}"
     hub = [
-        f"{prefix}mitp_hub{name}.translate_{direction}.{index}.{kind}"
+        f"{root}.hub.translate_{direction}.{index}.{kind}"
         for direction in ("text_to_vision", "vision_to_text")
         for index in (0, 2)
         for kind in ("weight", "bias")
     ]
-    return {f"{prefix}mitp_prompt{name}", *hub, f"{prefix}mitp_head{name}.weight", f"{prefix}mitp_head{name}.bias"}
+    return {f"{root}.prompt", *hub, f"{root}.head.classifier.weight", f"{root}.head.classifier.bias"}
+
+
+def adapter_module(model, name: str = "default"):
+    """The MITPAdapter of a PeftModel."""
+    return model.base_model.mitp_adapters[name]
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 from conftest import tiny_clip
@@ -91,9 +91,27 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def build(name: str, seed: int = 0) -> torch.nn.Module:
+# BERT-likes and ViTs initialize weights with std `initializer_range` = 0.02, chosen for width 768 (a gain std *
+# sqrt(width) of 0.55); at the tiny width of 32 that is a gain of 0.11, a tower whose attention barely touches its
+# residual stream. Trained towers are not like that: all-MiniLM-L6-v2's attention and MLP weights have gains of 1.0 to
+# 1.9. Tests about how much one token stream moves another build with this range (gain 1.1); CLIP and SigLIP scale
+# their initialization with the width already and ignore it.
+TRAINED_LIKE_INIT = 0.2
+
+
+def build(name: str, seed: int = 0, initializer_range: Optional[float] = None) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return FAMILIES[name].build().eval()
+    if initializer_range is None:
+        return FAMILIES[name].build().eval()
+    saved = [dict(config) for config in (TEXT, VISION)]
+    for config in (TEXT, VISION):  # the builders read these module-level configs when called
+        config["initializer_range"] = initializer_range
+    try:
+        return FAMILIES[name].build().eval()
+    finally:
+        for config, original in zip((TEXT, VISION), saved, strict=True):
+            config.clear()
+            config.update(original)
 
 
 def family_inputs(name: str, lengths=(7, 5, 3), seed: int = 1) -> dict:

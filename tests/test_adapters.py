@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import adapter_keys, make_inputs, tiny_clip
+from conftest import adapter_keys, adapter_module, make_inputs, tiny_clip
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import CLIPModel
@@ -69,10 +69,10 @@ def test_is_trainable_resumes_training(tmp_path, inputs):
     model.save_pretrained(tmp_path)
     resumed = PeftModel.from_pretrained(tiny_clip(), tmp_path, is_trainable=True)
     assert trainable_names(resumed) == trainable_names(model)
-    before = resumed.base_model.mitp_head["default"].weight.detach().clone()
+    before = adapter_module(resumed).head.classifier.weight.detach().clone()
     resumed(**inputs, labels=LABELS).loss.backward()
     torch.optim.SGD([p for p in resumed.parameters() if p.requires_grad], lr=0.5).step()
-    assert not torch.equal(resumed.base_model.mitp_head["default"].weight, before)
+    assert not torch.equal(adapter_module(resumed).head.classifier.weight, before)
 
 
 def test_second_adapter_keeps_trainability_right(tmp_path, inputs):
@@ -91,7 +91,7 @@ def test_second_adapter_keeps_trainability_right(tmp_path, inputs):
 
     model.delete_adapter("second")
     assert model.active_adapters == ["default"]
-    assert "second" not in model.base_model.mitp_hub and "second" not in model.peft_config
+    assert "second" not in model.base_model.mitp_adapters and "second" not in model.peft_config
     assert all(".default" in n for n in trainable_names(model)) and trainable_names(model)
     assert model(**inputs).logits.shape == (3, 3)
 
@@ -139,8 +139,8 @@ def test_deepcopy_keeps_its_own_forward(inputs):
     model = trained(tiny_clip())
     twin = copy.deepcopy(model)
     with torch.no_grad():
-        twin.base_model.mitp_head["default"].weight.zero_()
-        twin.base_model.mitp_head["default"].bias.zero_()
+        adapter_module(twin).head.classifier.weight.zero_()
+        adapter_module(twin).head.classifier.bias.zero_()
     assert torch.count_nonzero(twin(**inputs).logits) == 0
     assert torch.count_nonzero(model(**inputs).logits) > 0
 
@@ -152,8 +152,8 @@ def test_adapter_on_a_backbone_of_other_widths_names_both(tmp_path):
     wider = tiny_clip(hidden_size=64)  # a text tower of another width
     with pytest.raises(
         ValueError,
-        match=r"does not fit this backbone \(CLIPModel\).*Adapter: text width 32, "
-        r"vision width 48; backbone: text width 64, vision width 48.*trained on tiny/clip-32-48",
+        match=r"built for another backbone \(tiny/clip-32-48\).*text: 5 layers, width 32, 24 positions \(adapter\) "
+        r"vs 5 layers, width 64, 24 positions \(this backbone\)",
     ):
         PeftModel.from_pretrained(wider, tmp_path)
 
@@ -162,7 +162,7 @@ def test_adapter_on_a_shallower_backbone_names_its_depth(tmp_path):
     model = get_peft_model(tiny_clip(), MITPConfig(num_labels=3))
     model.save_pretrained(tmp_path)
     shallow = tiny_clip(num_hidden_layers=3)
-    with pytest.raises(ValueError, match=r"text_layers \[1, 2, 3, 4\] names layer\(s\) \[3, 4\] outside the backbone"):
+    with pytest.raises(ValueError, match=r"text: 5 layers, width 32, 24 positions \(adapter\) vs 3 layers"):
         PeftModel.from_pretrained(shallow, tmp_path)
 
 

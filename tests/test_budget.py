@@ -29,23 +29,19 @@ def test_l14_trains_2025061_parameters(capsys):
     assert "trainable params: 2,025,061 || all params: 429,641,574 || trainable%: 0.4713" in capsys.readouterr().out
     config = model.peft_config["default"]
     assert config.text_layers == [8, 9, 10, 11] and config.vision_layers == [20, 21, 22, 23]
+    adapter = model.base_model.mitp_adapters["default"]
     parts = {
-        "prompt": model.base_model.mitp_prompt["default"].numel(),
-        "text_to_vision": sum(
-            p.numel() for p in model.base_model.mitp_hub["default"].translate_text_to_vision.parameters()
-        ),
-        "vision_to_text": sum(
-            p.numel() for p in model.base_model.mitp_hub["default"].translate_vision_to_text.parameters()
-        ),
-        "head": sum(p.numel() for p in model.base_model.mitp_head["default"].parameters()),
+        "prompt": adapter.prompt.numel(),
+        "text_to_vision": sum(p.numel() for p in adapter.hub.translate_text_to_vision.parameters()),
+        "vision_to_text": sum(p.numel() for p in adapter.hub.translate_vision_to_text.parameters()),
+        "head": sum(p.numel() for p in adapter.head.parameters()),
     }
     assert parts == {"prompt": 6_144, "text_to_vision": 919_040, "vision_to_text": 918_784, "head": 181_093}
 
 
 def test_l14_adapter_file_is_about_8_mb(tmp_path):
     model = l14_with_mitp()
-    for container in (model.base_model.mitp_prompt, model.base_model.mitp_hub, model.base_model.mitp_head):
-        container.to_empty(device="cpu")
+    model.base_model.mitp_adapters.to_empty(device="cpu")
     model.save_pretrained(tmp_path)
     path = tmp_path / "adapter_model.safetensors"
     with safe_open(path, "pt") as f:

@@ -85,6 +85,7 @@ def test_a_live_adapters_config_pickles_without_its_model(base):
     import pickle
 
     config = get_peft_model(base, MITPConfig(num_labels=3)).peft_config["default"]
-    assert config._owner() is not None  # bound: saving it writes the adapter card
+    config.card_info["dataset"] = "food101"
     again = pickle.loads(pickle.dumps(config))
-    assert not hasattr(again, "_owner") and again.to_dict() == config.to_dict()
+    assert again.to_dict() == config.to_dict() and again.card_info == {"dataset": "food101"}
+    assert "card_info" not in config.to_dict()  # adapter_config.json holds settings, not the card's notes

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import BOS, EOS, MAX_POSITIONS, PAD, TEXT_WIDTH, VISION_WIDTH, adapter_keys, make_inputs, tiny_clip
+from conftest import BOS, EOS, MAX_POSITIONS, TEXT_WIDTH, VISION_WIDTH, adapter_keys, make_inputs, tiny_clip
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig
@@ -113,7 +113,7 @@ def test_text_longer_than_room_is_explained(base):
 def test_prompts_change_outputs_and_only_they(base, inputs):
     model = mitp(base)
     before = model(**inputs)
-    prompt = model.base_model.mitp_prompt["default"]
+    prompt = model.base_model.mitp_adapters["default"].prompt
     original = prompt.detach().clone()
     with torch.no_grad():
         prompt.mul_(3.0)
@@ -178,21 +178,61 @@ def test_gradients_reach_exactly_the_trainable_parameters_and_backbone_stays(bas
         assert torch.equal(value, backbone[key]), key
 
 
-@pytest.mark.parametrize("hub_attention", ["joint", "cross"])
+@pytest.mark.parametrize("hub_attention", ["gated", "cross"])
+@pytest.mark.parametrize("head", ["linear", "agreement", "per_modality"])
 @pytest.mark.parametrize("head_uses_memory", [False, True])
-def test_variants_train(base, inputs, hub_attention, head_uses_memory):
-    model = mitp(base, hub_attention=hub_attention, head_uses_memory=head_uses_memory, memory_decay=0.5)
-    head = model.base_model.mitp_head["default"]
-    assert head.in_features == (TEXT_WIDTH + VISION_WIDTH) * (2 if head_uses_memory else 1)
+def test_variants_train_every_parameter(base, inputs, hub_attention, head, head_uses_memory):
+    model = mitp(
+        base, hub_attention=hub_attention, head=head, head_uses_memory=head_uses_memory, layer_prompts=True,
+        memory_decay=0.5,
+    )  # fmt: skip
+    adapter = model.base_model.mitp_adapters["default"]
+    memory = (TEXT_WIDTH + VISION_WIDTH) if head_uses_memory else 0
+    if head == "per_modality":
+        widths = (adapter.head.vision.in_features, adapter.head.text.in_features)
+        assert widths == (VISION_WIDTH * (2 if head_uses_memory else 1), TEXT_WIDTH * (2 if head_uses_memory else 1))
+    else:
+        agreement = 16 if head == "agreement" else 0  # the tiny CLIP's projection_dim
+        assert adapter.head.classifier.in_features == TEXT_WIDTH + VISION_WIDTH + memory + agreement
+    assert adapter.text_layer_prompts.shape == (4, 8, TEXT_WIDTH)
+    assert adapter.vision_layer_prompts.shape == (4, 8, VISION_WIDTH)
     model(**inputs, labels=torch.tensor([0, 1, 3])).loss.backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    without_gradient = [n for n, p in model.named_parameters() if p.requires_grad and not p.grad.abs().sum() > 0]
+    assert not without_gradient
+
+
+def test_layer_prompts_start_at_zero_and_change_outputs(base, inputs):
+    """Per-layer prompts add nothing at the start; once they move, both towers' features move."""
+    plain = mitp(tiny_clip(), num_interaction_layers=3)
+    model = mitp(base, num_interaction_layers=3, layer_prompts=True)
+    model.base_model.mitp_adapters["default"].load_state_dict(
+        plain.base_model.mitp_adapters["default"].state_dict(), strict=False
+    )
+    before = model(**inputs)
+    torch.testing.assert_close(before.logits, plain(**inputs).logits, rtol=0, atol=0)
+    with torch.no_grad():
+        model.base_model.mitp_adapters["default"].text_layer_prompts[1].normal_()
+    after = model(**inputs)
+    relative = (after.image_features - before.image_features).norm() / before.image_features.norm()
+    assert relative > 1e-2  # a text prompt of pair 2 reaches the image through the hub at pair 2
+
+
+def test_agreement_head_reads_the_dual_encoders_own_similarity(base, inputs):
+    """The agreement feature is the product of the backbone's own normalized embeddings: its sum is their cosine."""
+    model = mitp(base, head="agreement")
+    adapter = model.base_model.mitp_adapters["default"]
+    _, features = adapter(model.base_model._towers, inputs)
+    cosine = (features.image_embeds * features.text_embeds).sum(-1)
+    projected_image = base.visual_projection(features.image_features)
+    projected_text = base.text_projection(features.text_features)
+    torch.testing.assert_close(cosine, torch.cosine_similarity(projected_image, projected_text, dim=-1))
 
 
 def test_trailing_padding_uses_pad_token(base):
     """CLIP tokenizers pad with the EOS id itself: the first EOS is pooled, the padding EOS ids are ignored."""
     model = mitp(base)
-    inputs = make_inputs(lengths=[6, 3])
+    inputs = make_inputs(batch=2, lengths=[6, 3])
     padded = copy.deepcopy(inputs)
     padded["input_ids"][1, 3:] = EOS
+    assert resolve_towers(base).text.pooled_position(padded["input_ids"]).tolist() == [5, 2]
     assert torch.equal(model(**padded).logits, model(**inputs).logits)
-    assert PAD != EOS

@@ -3,21 +3,22 @@
 import pytest
 import torch
 
-from mitp_peft.hub import Memory, MemoryHub, activate, similarity_attention
+from mitp_peft.hub import Memory, MemoryHub, activate, cosine_attention, standardize
 
 
 def hub(**kwargs):
     torch.manual_seed(0)
-    settings = dict(text_size=6, vision_size=10, hidden_size=4, temperature=0.1, attention="joint", memory_decay=0.0)
+    settings = dict(text_size=6, vision_size=10, hidden_size=4, temperature=0.1, attention="gated", memory_decay=0.0)
     settings.update(kwargs)
     return MemoryHub(**settings)
 
 
-def test_similarity_attention_is_softmax_of_cosine():
+def test_cosine_attention_is_softmax_of_cosine():
     query, keys = torch.randn(2, 3, 5), torch.randn(2, 4, 5)
     cos = torch.nn.functional.cosine_similarity(query[:, :, None], keys[:, None], dim=-1)
-    expected = torch.softmax(cos / 0.5, dim=-1) @ keys
-    torch.testing.assert_close(similarity_attention(query, keys, 0.5), expected)
+    weights, cosines = cosine_attention(query, keys, 0.5)
+    torch.testing.assert_close(cosines, cos)
+    torch.testing.assert_close(weights, torch.softmax(cos / 0.5, dim=-1))
 
 
 def test_only_translators_are_trainable():
@@ -29,25 +30,41 @@ def test_only_translators_are_trainable():
     assert sum(p.numel() for p in h.parameters()) == (6 * 4 + 4 + 4 * 10 + 10) + (10 * 4 + 4 + 4 * 6 + 6)
 
 
-def test_joint_attends_over_both_modalities():
+def test_gated_keeps_itself_and_adds_what_it_reads_weighted_by_similarity():
     h = hub()
     text, vision = torch.randn(2, 3, 6), torch.randn(2, 3, 10)
     memory = h.consolidate(text, vision, None)
-    keys_t = torch.cat([text, h.translate_vision_to_text(vision)], dim=1)
-    keys_v = torch.cat([vision, h.translate_text_to_vision(text)], dim=1)
-    torch.testing.assert_close(memory.text, similarity_attention(text, keys_t, 0.1))
-    torch.testing.assert_close(memory.vision, similarity_attention(vision, keys_v, 0.1))
+    for own, other, got in (
+        (text, h.translate_vision_to_text(vision), memory.text),
+        (vision, h.translate_text_to_vision(text), memory.vision),
+    ):
+        weights, cosines = cosine_attention(own, other, 0.1)
+        gate = (1 + (weights * cosines).sum(-1, keepdim=True)) / 2
+        torch.testing.assert_close(got, standardize(own) + gate * standardize(weights @ other))
 
 
-def test_joint_keeps_own_context_when_the_other_is_irrelevant():
-    """A prompt equal to one of its own keys and orthogonal to all others keeps (almost) itself at low temperature."""
-    h = hub(temperature=0.01)
-    with torch.no_grad():
-        for p in h.translate_vision_to_text.parameters():
-            p.zero_()  # the other modality translates to zero vectors: cosine 0
-    text = torch.eye(6)[None, :3] * 5
-    memory = h.consolidate(text, torch.randn(1, 3, 10), None)
-    torch.testing.assert_close(memory.text, text, atol=1e-3, rtol=0)
+def test_gate_hears_the_other_modality_at_half_weight_when_unrelated_and_not_when_opposed():
+    """Orthogonal (unrelated) prompts enter with gate 1/2; an opposed one is shut out; an aligned one fully heard."""
+    h = hub()
+    own = torch.eye(6)[None, :2] * 3  # two text prompts along e0, e1
+    unrelated = torch.eye(6)[None, 2:4] * 5  # e2, e3: cosine 0 with both, so each is read half
+    read = unrelated.mean(1, keepdim=True).expand_as(own)
+    torch.testing.assert_close(h.recall(own, unrelated), standardize(own) + 0.5 * standardize(read))
+    single = own[:, :1]
+    torch.testing.assert_close(h.recall(single, -single), standardize(single), atol=1e-5, rtol=0)
+    torch.testing.assert_close(h.recall(single, 2 * single), 2 * standardize(single), atol=1e-5, rtol=0)
+
+
+def test_other_modality_weighs_about_half_of_each_prompt_at_initialization():
+    """The measured defect of the first joint form: a prompt's cosine with itself took all but e^-10 of the weight.
+    Now, whatever the two towers' scales, what a fresh hub reads from the other side has about half the size of the
+    prompt's own part (random translators: cosines near 0, gate near 1/2)."""
+    h = hub(text_size=64, vision_size=96, hidden_size=32)
+    text, vision = torch.randn(4, 8, 64) * 1e3, torch.randn(4, 8, 96) * 1e-3  # towers of very different scales
+    memory = h.consolidate(text, vision, None)
+    own_part = standardize(text)
+    share = (memory.text - own_part).norm(dim=-1) / own_part.norm(dim=-1)
+    assert 0.35 < share.mean() < 0.65 and share.min() > 0.25
 
 
 def test_cross_adds_what_it_reads_from_the_other_side():
@@ -55,7 +72,8 @@ def test_cross_adds_what_it_reads_from_the_other_side():
     text, vision = torch.randn(2, 3, 6), torch.randn(2, 3, 10)
     memory = h.consolidate(text, vision, None)
     other = h.translate_vision_to_text(vision)
-    torch.testing.assert_close(memory.text, text + similarity_attention(text, other, 0.1))
+    weights, _ = cosine_attention(text, other, 0.1)
+    torch.testing.assert_close(memory.text, text + weights @ other)
 
 
 @pytest.mark.parametrize("decay", [0.0, 0.5])

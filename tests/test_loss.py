@@ -47,4 +47,4 @@ def test_accumulated_micro_batches_equal_one_batch():
         micro = {k: v[half] for k, v in inputs.items()}
         model(**micro, labels=labels[half], num_items_in_batch=torch.tensor(4)).loss.backward()
     for name, grad in full.items():
-        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6)

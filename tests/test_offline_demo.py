@@ -15,12 +15,9 @@ from conftest import ROOT
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor, BertModel
 
+from mitp_peft.demo import backbone, sources, tasks
+
 DEMO = ROOT / "examples" / "offline_demo"
-sys.path.insert(0, str(DEMO))
-import backbone  # noqa: E402
-import run  # noqa: E402
-import sources  # noqa: E402
-import tasks  # noqa: E402
 
 ANIMAL_NAMES = re.compile("|".join(sources.ANIMAL_CLASSES))
 
@@ -31,7 +28,7 @@ def digests(images: np.ndarray) -> list[str]:
 
 @pytest.fixture(scope="module")
 def splits():
-    return tasks.split_images(seed=0)
+    return tasks.split_images("animals", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -88,28 +85,58 @@ def test_splits_are_balanced_disjoint_and_unseen_in_pretraining(splits):
     assert not seen & set(digests(pretraining))
 
 
+def test_fashion_splits_use_only_the_test_images_the_backbones_never_trained_on():
+    fashion = tasks.split_images("fashion", seed=0)
+    test_images = set(digests(sources.load_fashion_mnist("test")[0]))
+    train_images = set(digests(sources.load_fashion_mnist("train")[0]))
+    seen = set()
+    for split, (images, labels) in fashion.items():
+        names = set(digests(images))
+        assert np.bincount(labels, minlength=10).tolist() == [tasks.PER_CLASS[split]] * 10
+        assert names <= test_images and not names & seen
+        seen |= names
+    assert not seen & train_images
+
+
+def named_in(text: str, names: tuple[str, ...]) -> list[int]:
+    """The classes a text names, in order (longest names first, so "ankle boot" is not read as "boot")."""
+    pattern = re.compile("|".join(sorted(map(re.escape, names), key=len, reverse=True)))
+    return [names.index(match) for match in pattern.findall(text.lower())]
+
+
 def test_tasks_are_reproducible_and_say_what_they_claim(splits):
     either_or, again = tasks.build_task("either_or"), tasks.build_task("either_or")
     assert either_or["train"]["text"] == again["train"]["text"]
     assert tasks.build_task("either_or", seed=1)["train"]["text"] != either_or["train"]["text"]
     for split, (images, labels) in splits.items():
         rows = either_or[split]
-        assert rows["label"] == labels.tolist()
+        assert list(rows["label"]) == labels.tolist()
         assert np.array_equal(np.asarray(rows[0]["image"]), images[0])
-        named = [ANIMAL_NAMES.findall(text) for text in rows["text"]]
-        assert all(
-            len(set(pair)) == 2 and sources.ANIMAL_CLASSES[y] in pair for pair, y in zip(named, labels, strict=True)
-        )
-        first_is_true = np.mean([pair[0] == sources.ANIMAL_CLASSES[y] for pair, y in zip(named, labels, strict=True)])
+        named = [named_in(text, sources.ANIMAL_CLASSES) for text in rows["text"]]
+        assert named == [list(n) for n in rows["named"]]
+        assert all(len(set(pair)) == 2 and y in pair for pair, y in zip(named, labels, strict=True))
+        first_is_true = np.mean([pair[0] == y for pair, y in zip(named, labels, strict=True)])
         assert 0.45 < first_is_true < 0.55, "the word order would leak the answer"
 
-    matching = tasks.build_task("matching")
+    for task, names in (("matching", sources.ANIMAL_CLASSES), ("matching_fashion", sources.FASHION_CLASSES)):
+        matching = tasks.build_task(task)
+        for split in ("train", "test"):
+            rows = matching[split]
+            images, labels = tasks.split_images(tasks.task_parts(task)[1])[split]
+            named = [named_in(text, names) for text in rows["text"]]
+            assert [n == [y] for n, y in zip(named, labels, strict=True)] == [label == 1 for label in rows["label"]]
+            assert 0.45 < np.mean(rows["label"]) < 0.55
+
+
+def test_multi_label_targets_are_the_image_class_and_the_named_others(splits):
+    data = tasks.build_task("multi_label")
     for split, (_, labels) in splits.items():
-        rows = matching[split]
-        named = [ANIMAL_NAMES.findall(text) for text in rows["text"]]
-        fits = [pair == [sources.ANIMAL_CLASSES[y]] for pair, y in zip(named, labels, strict=True)]
-        assert fits == [label == 1 for label in rows["label"]]
-        assert 0.45 < np.mean(rows["label"]) < 0.55
+        rows = data[split]
+        for text, named, targets, label in zip(rows["text"], rows["named"], rows["labels"], labels, strict=True):
+            assert named_in(text, sources.ANIMAL_CLASSES) == list(named)
+            assert label not in named and sorted([label, *named]) == list(targets)
+        counts = np.bincount([len(t) for t in rows["labels"]], minlength=4)
+        assert counts[0] == 0 and all(counts[1:] > 0.25 * len(rows))  # 1, 2 or 3 labels, each common
 
 
 def test_pixels_match_the_saved_processor(tiny_backbone, splits):

@@ -48,7 +48,7 @@ def test_save_writes_the_mitp_card(base_folder, tmp_path):
     assert (result.metric_type, result.metric_value, result.dataset_name) == ("accuracy", 0.875, "food101")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     for text in (
-        "pip install mitp-peft",
+        "mitp-peft is not on PyPI: install it from its source repository",
         "import mitp_peft",
         f"**Trainable parameters:** {trainable:,}",
         "0: cat, 1: dog, 2: cow",
@@ -167,4 +167,4 @@ def test_describe_training_needs_an_mitp_model(base_folder):
         mitp_peft.describe_training(CLIPModel.from_pretrained(base_folder), dataset="x")
     model = adapter(base_folder)
     mitp_peft.describe_training(model.base_model, dataset="food101")  # the tuner itself works too
-    assert model.base_model.mitp_card_info["default"] == {"dataset": "food101"}
+    assert model.peft_config["default"].card_info == {"dataset": "food101"}

@@ -58,7 +58,8 @@ def resolve_towers(model: nn.Module) -> TowerPair:
             f"see {HOW_TO_ADD}."
         )
     towers = []
-    for path, modality in (("text_model", "text"), ("vision_model", "vision")):
+    projections = (("text_model", "text", "text_projection"), ("vision_model", "vision", "visual_projection"))
+    for path, modality, projection in projections:
         tower = model.get_submodule(path)
         tower_type = tower.config.model_type
         adapter = TOWERS.get(tower_type)
@@ -68,8 +69,24 @@ def resolve_towers(model: nn.Module) -> TowerPair:
                 f"MITP does not support {type(tower).__name__} (model_type={tower_type!r}) as the {modality} tower "
                 f"of {type(model).__name__}. Supported {modality} towers: {supported}; to add one see {HOW_TO_ADD}."
             )
-        towers.append(adapter(tower, path))
+        towers.append(adapter(tower, path, getattr(model, projection, None)))
     return TowerPair(*towers)
 
 
-__all__ = ["DENSE_MASK_BACKENDS", "DUAL_ENCODERS", "TOWERS", "Tower", "TowerPair", "TowerState", "resolve_towers"]
+def similarity_scale(model: nn.Module) -> tuple[float, float]:
+    """The dual encoder's image-text logit = scale * cosine + bias (bias: SigLIP's; 0 for CLIP-style models)."""
+    scale = model.logit_scale.exp().item()
+    bias = model.logit_bias.item() if getattr(model, "logit_bias", None) is not None else 0.0
+    return scale, bias
+
+
+__all__ = [
+    "DENSE_MASK_BACKENDS",
+    "DUAL_ENCODERS",
+    "TOWERS",
+    "Tower",
+    "TowerPair",
+    "TowerState",
+    "resolve_towers",
+    "similarity_scale",
+]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # Attention backends that accept an arbitrary dense mask: the prompt mask of METHOD.md step 4 is not causal, so
@@ -63,9 +64,11 @@ class Tower(ABC):
     input_names: tuple[str, ...]
     """The forward arguments this tower reads."""
 
-    def __init__(self, tower: nn.Module, path: str) -> None:
+    def __init__(self, tower: nn.Module, path: str, projection: Optional[nn.Module] = None) -> None:
         self.model = tower
         self.config = tower.config
+        self.projection = projection
+        """The dual encoder's projection of this tower's pooled features into the shared space (None: identity)."""
         self._layers_path = find_layers(tower)
         self.layers_path = f"{path}.{self._layers_path}"
         """Where the encoder layers sit in the dual encoder, e.g. `text_model.encoder.layers`."""
@@ -86,6 +89,31 @@ class Tower(ABC):
     def pooled_size(self) -> int:
         """Width of the pooled features (some families pool through a projection)."""
         return self.hidden_size
+
+    def describe(self) -> dict[str, int]:
+        """The tower's shape, as an adapter records what it was built for."""
+        shape = {"layers": self.num_layers, "width": self.hidden_size}
+        for name in ("max_position_embeddings", "image_size", "patch_size"):
+            value = getattr(self.config, name, None)
+            if isinstance(value, int):
+                shape[name] = value
+        return shape
+
+    @property
+    def embed_size(self) -> int:
+        """Width of the shared image-text space the dual encoder compares in."""
+        return self.pooled_size if self.projection is None else self.projection.out_features
+
+    def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled features as the dual encoder compares them: projected (where it projects) and L2-normalized."""
+        if self.projection is not None:
+            pooled = self.projection(pooled.to(self.projection.weight.dtype))
+        return F.normalize(pooled, dim=-1)
+
+    def features(self, inputs: dict) -> torch.Tensor:
+        """The tower's own pooled features, without prompts."""
+        state = self.embed(inputs)
+        return self.pool(state, self.run(state.hidden, self.attention_mask(state, 0), 0, self.num_layers))
 
     @property
     def attn_implementation(self) -> str:
@@ -120,18 +148,20 @@ class Tower(ABC):
     def fit_prompts(self, state: TowerState, num_prompts: int) -> TowerState:
         """Make room for the prompts within `max_positions`, or explain how to tokenize so they fit.
 
-        Trailing columns that are padding in every row (and pooled in none) are dropped first: nothing attends to
-        them and nothing pools them, so the result is exactly the same.
+        Texts tokenized to at most `MITPModel.max_text_length` tokens fit as they are, and nothing here reads a
+        tensor's values (no host sync). Longer ones (e.g. padded to the tower's full length) lose their trailing
+        columns that are padding in every row and pooled in none: nothing attends to them and nothing pools them, so
+        the result is exactly the same; finding them reads the mask back from the device once per such batch.
         """
         if self.max_positions is None:
             return state
-        if state.token_mask is not None:
+        room = self.max_positions - num_prompts
+        if state.hidden.shape[1] > room and state.token_mask is not None:
             real_columns = state.token_mask.any(dim=0).nonzero()
             if real_columns.numel() == 0:
                 raise ValueError("Every text in the batch is empty: attention_mask is all zeros.")
             length = max(int(real_columns.max()), int(state.pool_index.max())) + 1
             state = TowerState(state.hidden[:, :length], state.token_mask[:, :length], state.pool_index)
-        room = self.max_positions - num_prompts
         if state.hidden.shape[1] > room:
             raise ValueError(
                 f"The text has {state.hidden.shape[1]} tokens, but with prompt_length={num_prompts} the "
@@ -165,19 +195,24 @@ class Tower(ABC):
         batch, length = state.hidden.shape[:2]
         device = state.hidden.device
         total = length + num_prompts
-        real = (
-            state.token_mask
-            if state.token_mask is not None
-            else torch.ones(batch, length, dtype=torch.bool, device=device)
-        )
-        keys = torch.cat([real, real.new_ones(batch, num_prompts)], dim=1)  # (batch, total)
-        mask = keys[:, None, :].expand(batch, total, total).clone()
+        # Built in integers and compared to a bool only at the end: inductor's CPU code generator fails on the
+        # concatenated and indexed bool tensors of the plain formulation (mixed VecMask types).
+        position = torch.arange(total, device=device)
+        is_prompt = position >= length
+        if state.token_mask is None:
+            keys = torch.ones(batch, total, dtype=torch.int32, device=device)
+        else:
+            keys = torch.cat(
+                [state.token_mask.to(torch.int32), torch.ones(batch, num_prompts, dtype=torch.int32, device=device)], 1
+            )
+        allowed = keys[:, None, :] * torch.ones(total, 1, dtype=torch.int32, device=device)  # (batch, query, key)
         if self.causal:
-            text_rows = torch.ones(length, total, dtype=torch.bool, device=device)
-            text_rows[:, :length] = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-            mask[:, :length] &= text_rows
-        empty_rows = ~mask.any(dim=-1, keepdim=True)
-        mask |= empty_rows & torch.eye(total, dtype=torch.bool, device=device)
+            # Text rows see earlier text and every prompt; prompt rows see everything (then padding is removed).
+            order = (position[None, :] <= position[:, None]) | is_prompt[None, :] | is_prompt[:, None]
+            allowed = allowed * order.to(torch.int32)
+        empty_rows = (allowed.sum(dim=-1, keepdim=True) == 0).to(torch.int32)
+        allowed = allowed + empty_rows * torch.eye(total, dtype=torch.int32, device=device)
+        mask = allowed > 0
         return self._to_backend(mask[:, None], state.hidden.dtype)
 
     def _to_backend(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

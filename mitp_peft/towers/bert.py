@@ -13,8 +13,8 @@ from .base import FirstTokenTextTower, TowerState, require_pooler
 class BertTextTower(FirstTokenTextTower):
     """`BertModel` as `VisionTextDualEncoderModel` uses it: its pooler (dense + tanh on [CLS])."""
 
-    def __init__(self, tower: nn.Module, path: str) -> None:
-        super().__init__(tower, path)
+    def __init__(self, tower: nn.Module, path: str, projection: Optional[nn.Module] = None) -> None:
+        super().__init__(tower, path, projection)
         require_pooler(tower, "text")
 
     def pool(self, state: TowerState, hidden: torch.Tensor) -> torch.Tensor:

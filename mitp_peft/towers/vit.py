@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -11,8 +13,8 @@ from .base import TowerState, VisionTower, require_pooler
 class ViTVisionTower(VisionTower):
     """Layer norm on the last stream, then the model's pooler (dense + tanh on [CLS])."""
 
-    def __init__(self, tower: nn.Module, path: str) -> None:
-        super().__init__(tower, path)
+    def __init__(self, tower: nn.Module, path: str, projection: Optional[nn.Module] = None) -> None:
+        super().__init__(tower, path, projection)
         require_pooler(tower, "images")
 
     @property

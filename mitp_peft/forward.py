@@ -1,0 +1,114 @@
+"""How MITP takes over the backbone's forward, explicitly and reversibly.
+
+peft calls the backbone itself for methods without a task type, so MITP's joint forward must be the backbone's
+forward. It becomes so by giving the backbone instance a subclass of its own class (same name, same module) whose
+`forward` is the joint forward, with a signature that names exactly what MITP reads with this backbone. What reads
+the class sees the truth: `transformers.Trainer` keeps every input column the towers read (`token_type_ids`, SigLIP 2's
+`pixel_attention_mask`, ...), finds `labels` by itself, and passes `num_items_in_batch`.
+
+A backbone whose instance `forward` was already replaced is taken over only where the replacement is known:
+accelerate's hooks (`device_map` across devices, offloading) call `module._old_forward` between their pre- and
+post-forward, so MITP's forward takes `_old_forward`'s place and the hooks keep running. Any other replacement is
+refused, naming it. `uninstall` puts back exactly what was there.
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import FunctionType, MethodType
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from .engine import CACHE_INPUTS
+from .towers import TowerPair
+
+if TYPE_CHECKING:
+    from .model import MITPModel
+
+TUNER = "_mitp_tuner"
+ORIGINAL_CLASS = "_mitp_original_class"
+HOOKED_FORWARD = "_mitp_hooked_forward"
+"""The `_old_forward` accelerate's hook called before MITP took its place."""
+# MITP's own arguments besides the towers' inputs.
+OWN_ARGUMENTS = ("labels", "num_items_in_batch", "return_dict")
+
+
+def joint_signature(towers: TowerPair) -> inspect.Signature:
+    """The joint forward's parameters with this backbone: the towers' inputs, the cache inputs, labels."""
+    names = dict.fromkeys(["input_ids", "pixel_values", *towers.text.input_names, *towers.vision.input_names])
+    names.update(dict.fromkeys([*CACHE_INPUTS, *OWN_ARGUMENTS]))
+    keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Signature([inspect.Parameter(name, keyword, default=None) for name in names])
+
+
+def _forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """MITP's joint forward (see `MITPModel.joint_forward`); with adapters disabled, the backbone's own."""
+    return vars(self)[TUNER].joint_forward(*args, **kwargs)
+
+
+def install(model: nn.Module, tuner: MITPModel, towers: TowerPair) -> None:
+    """Make `model`'s forward MITP's joint forward, bound to `tuner`."""
+    state = vars(model)
+    if ORIGINAL_CLASS in state:
+        state[TUNER] = tuner
+        return
+    replaced = state.get("forward")
+    hooked = replaced is not None and hasattr(model, "_hf_hook") and hasattr(model, "_old_forward")
+    if replaced is not None and not hooked:
+        raise ValueError(
+            f"This {type(model).__name__}'s forward was replaced on the instance ({replaced!r}), by something other "
+            "than accelerate's hooks. MITP runs its own joint forward in the backbone's place and cannot tell what "
+            "the replacement does: apply it to the PeftModel after get_peft_model, or remove it first "
+            "(del model.forward)."
+        )
+    original = type(model)
+    signature = joint_signature(towers)
+    function = _copy(_forward)
+    self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    function.__signature__ = signature.replace(parameters=[self_parameter, *signature.parameters.values()])
+    attributes = {
+        "forward": function,
+        # Trainer passes num_items_in_batch (exact loss scaling under accumulation and DDP) to models that accept it.
+        "accepts_loss_kwargs": True,
+        "__module__": original.__module__,
+        "__qualname__": original.__qualname__,
+        "__doc__": original.__doc__,
+    }
+    state[TUNER] = tuner
+    state[ORIGINAL_CLASS] = original
+    model.__class__ = type(original.__name__, (original,), attributes)
+    if hooked:
+        state[HOOKED_FORWARD] = model._old_forward
+        model._old_forward = MethodType(function, model)
+        model.forward.__signature__ = signature  # accelerate's wrapper otherwise shows the original's
+
+
+def backbone_class(model: nn.Module) -> type:
+    """The backbone's own class, also while MITP's subclass stands in for it."""
+    return vars(model).get(ORIGINAL_CLASS, type(model))
+
+
+def backbone_forward(model: nn.Module) -> Any:
+    """The forward the backbone had before MITP: what runs with adapters disabled."""
+    state = vars(model)
+    return state[HOOKED_FORWARD] if HOOKED_FORWARD in state else MethodType(state[ORIGINAL_CLASS].forward, model)
+
+
+def uninstall(model: nn.Module) -> None:
+    """Put back the backbone's class and, behind accelerate's hooks, the forward they called."""
+    state = vars(model)
+    if ORIGINAL_CLASS not in state:
+        return
+    model.__class__ = state.pop(ORIGINAL_CLASS)
+    del state[TUNER]
+    if HOOKED_FORWARD in state:
+        model._old_forward = state.pop(HOOKED_FORWARD)
+        del model.forward.__signature__
+
+
+def _copy(function: Any) -> Any:
+    """A new function object with the same code, so that each backbone's forward carries its own signature."""
+    return FunctionType(
+        function.__code__, function.__globals__, function.__name__, function.__defaults__, function.__closure__
+    )
