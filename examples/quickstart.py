@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--text", default="a photo", help="a text (with --base)")
     parser.add_argument("--num-labels", type=int, default=3)
     args = parser.parse_args()
+    if args.base and not args.image:
+        parser.error("--base needs --image (and --text): a real checkpoint is tried on a real image")
 
     torch.manual_seed(0)
     load = (lambda: CLIPModel.from_pretrained(args.base)) if args.base else tiny_clip

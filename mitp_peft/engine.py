@@ -43,7 +43,7 @@ class _Stream:
         self, tower: Tower, state: TowerState, layer_indices: Sequence[int], num_prompts: int, start: int = 0
     ) -> None:
         self.tower = tower
-        self.state = tower.fit_prompts(state, num_prompts)
+        self.state = state
         self.hidden = self.state.hidden
         self.indices = list(layer_indices)
         self.next_layer = start
@@ -129,6 +129,7 @@ def encode(towers: TowerPair, adapter: MITPAdapter, inputs: dict) -> Encoded:
     check_inputs(inputs, towers.vision.pixel_ndim)
     text_layers, vision_layers = adapter.text_layers, adapter.vision_layers
     num_prompts = adapter.prompt.shape[0]
+    inputs = fit_text(inputs, towers.text, num_prompts)
     text, vision = (
         _start(tower, layers, num_prompts, inputs, cached)
         for tower, layers, cached in (
@@ -165,6 +166,22 @@ def encode(towers: TowerPair, adapter: MITPAdapter, inputs: dict) -> Encoded:
             memory = hub.consolidate(outputs_t, outputs_v, memory)
 
     return Encoded(vision.pool(), text.pool(), memory if adapter.head_uses_memory else None)
+
+
+# Inputs with one column per text token, trimmed together when the text must make room for the prompts.
+TEXT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", CACHED_TEXT_STATES)
+
+
+def fit_text(inputs: dict, tower: Tower, num_prompts: int) -> dict:
+    """The inputs with the text trimmed to what fits next to the prompts (see `Tower.fitted_length`), before the
+    embeddings run: a text longer than the tower's positions would otherwise fail inside them, unexplained."""
+    length = tower.fitted_length(inputs, num_prompts)
+    if length is None:
+        return inputs
+    return {
+        name: value[:, :length] if name in TEXT_COLUMNS and value is not None else value
+        for name, value in inputs.items()
+    }
 
 
 def _start(tower: Tower, layers: Sequence[int], num_prompts: int, inputs: dict, cached_name: str) -> _Stream:

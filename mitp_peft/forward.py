@@ -47,6 +47,14 @@ def _forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     return vars(self)[TUNER].joint_forward(*args, **kwargs)
 
 
+def _generate(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+    """PeftModel.generate calls the backbone's: say why there is nothing to generate."""
+    raise NotImplementedError(
+        "MITP adapters classify (image, text) pairs; there is nothing to generate. Use model(**inputs).logits, or "
+        "mitp_peft.predict(model, images, texts) for label names and scores."
+    )
+
+
 def install(model: nn.Module, tuner: MITPModel, towers: TowerPair) -> None:
     """Make `model`'s forward MITP's joint forward, bound to `tuner`."""
     state = vars(model)
@@ -69,6 +77,7 @@ def install(model: nn.Module, tuner: MITPModel, towers: TowerPair) -> None:
     function.__signature__ = signature.replace(parameters=[self_parameter, *signature.parameters.values()])
     attributes = {
         "forward": function,
+        "generate": _generate,
         # Trainer passes num_items_in_batch (exact loss scaling under accumulation and DDP) to models that accept it.
         "accepts_loss_kwargs": True,
         "__module__": original.__module__,

@@ -175,6 +175,8 @@ class MITPModel(BaseTuner):
                 "`with model.disable_adapter():`."
             )
         inputs.update(kwargs)
+        if labels is not None and not torch.is_tensor(labels):
+            labels = torch.as_tensor(labels)  # a Python list of class indices or multi-hot rows
         adapter = self._active_adapter_name()
         logits, features = self.mitp_adapters[adapter](self._towers, inputs)
         loss = None
@@ -273,21 +275,24 @@ class MITPModel(BaseTuner):
     def _remap_adapter_state_dict_for_load(
         cls, model: nn.Module, config: MITPConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """Map checkpoint keys to this model, refusing an adapter trained on a backbone of other widths.
+        """Map checkpoint keys to this model, refusing weights saved with other settings than this adapter's.
 
-        torch would fail with a bare size mismatch; name the two backbones' shapes instead.
+        torch would fail with a bare size mismatch. A whole adapter loaded with its own config cannot get here (its
+        backbone is checked against `built_for` first): this is weights loaded into an adapter of other settings,
+        e.g. a checkpoint resumed with another prompt_length.
         """
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
         own = model.state_dict()
         mismatched = [k for k, v in remapped.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
         if mismatched:
             key = mismatched[0]
+            name = cls._remove_adapter_name_from_key(key, adapter_name)
             raise ValueError(
-                f"This MITP adapter does not fit this backbone ({type(_unwrap(model)).__name__}): the adapter's "
-                f"{cls._remove_adapter_name_from_key(key, adapter_name)} has shape {tuple(remapped[key].shape)}, this "
-                f"backbone needs {tuple(own[key].shape)} ({len(mismatched)} tensor(s) differ). "
-                f"{_widths(remapped, own, adapter_name)} The adapter was trained on "
-                f"{config.base_model_name_or_path or 'an unrecorded base model'}; load it onto that backbone."
+                f"These weights do not fit this MITP adapter: their {name} has shape {tuple(remapped[key].shape)}, "
+                f"this adapter's is {tuple(own[key].shape)} ({len(mismatched)} tensor(s) differ). Weights load only "
+                "into an adapter with the settings they were saved with (prompt_length, head, head_hidden_size, "
+                "layer_prompts, translator_hidden_size, num_labels, ...): load them with their own "
+                "adapter_config.json (PeftModel.from_pretrained on their folder)."
             )
         return remapped
 
@@ -298,21 +303,3 @@ def tuner_of(model: nn.Module) -> MITPModel:
     if not isinstance(tuner, MITPModel):
         raise TypeError(f"Expected a PeftModel with an MITP adapter (or an MITPModel), got {type(model).__name__}.")
     return tuner
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The dual encoder inside a PeftModel (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _widths(remapped: dict[str, torch.Tensor], own: dict[str, torch.Tensor], adapter_name: str) -> str:
-    """'Text width a, vision width b' of the adapter and of the backbone, read off the prompt and a translator."""
-    prompt = next((k for k in remapped if k.endswith(f"{adapter_name}.prompt")), None)
-    translator = next((k for k in remapped if k.endswith("translate_text_to_vision.2.weight")), None)
-    if prompt is None or translator is None or prompt not in own or translator not in own:
-        return ""
-
-    def describe(tensors: dict[str, torch.Tensor]) -> str:
-        return f"text width {tensors[prompt].shape[-1]}, vision width {tensors[translator].shape[0]}"
-
-    return f"Adapter: {describe(remapped)}; backbone: {describe(own)}."

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from peft import PeftModel
@@ -12,8 +12,8 @@ from transformers import AutoProcessor
 
 def predict(
     model: PeftModel,
-    images: Sequence[Any],
-    texts: Sequence[str],
+    images: Union[Any, Sequence[Any]],
+    texts: Union[str, Sequence[str]],
     processor: Optional[Any] = None,
     top_k: int = 1,
     threshold: float = 0.5,
@@ -23,8 +23,13 @@ def predict(
 
     Single-label adapters give the `top_k` labels by softmax probability; multi-label adapters give every label
     whose sigmoid probability reaches `threshold`. Each result is `{"labels": [names], "scores": [probabilities]}`,
-    best first. `processor` defaults to the base model's (`AutoProcessor` of `base_model_name_or_path`).
+    best first. `processor` defaults to the base model's (`AutoProcessor` of `base_model_name_or_path`). One image and
+    one text (not in lists) give a list of one result.
     """
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(images, (list, tuple)):
+        images = [images]
     if len(images) != len(texts):
         raise ValueError(f"Give one text per image: got {len(images)} images and {len(texts)} texts.")
     config = model.active_peft_config

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
 from peft import PeftConfig, PeftModel
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModel
 
 from .model import tuner_of
@@ -36,8 +38,11 @@ def from_pretrained(
     """Load the backbone an adapter names, then the adapter onto it.
 
     `base_model_name_or_path` overrides the backbone recorded in the adapter config (e.g. a local copy of it).
-    `base_model_kwargs` go to the backbone's `from_pretrained` (e.g. `dtype=torch.bfloat16`).
+    `base_model_kwargs` go to the backbone's `from_pretrained` (e.g. `dtype=torch.bfloat16`). A local adapter folder
+    is checked first, so that a missing, truncated or garbled file is named instead of failing deep inside peft.
     """
+    if Path(adapter).is_dir():
+        check_adapter_folder(Path(adapter))
     config = PeftConfig.from_pretrained(adapter)
     base = base_model_name_or_path or config.base_model_name_or_path
     if not base:
@@ -53,6 +58,31 @@ def from_pretrained(
             "base_model_name_or_path='/path/to/the/base/model'."
         ) from error
     return PeftModel.from_pretrained(model, adapter, is_trainable=is_trainable)
+
+
+def check_adapter_folder(folder: Path) -> None:
+    """Refuse, naming the file and the fix, an adapter folder that peft would fail on with an unrelated error."""
+    config = folder / "adapter_config.json"
+    weights = folder / "adapter_model.safetensors"
+    if not config.is_file():
+        raise FileNotFoundError(
+            f"{folder} has no adapter_config.json: it is not a saved adapter (save_pretrained writes one)."
+        )
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config} is not valid JSON ({error}); save the adapter again.") from error
+    if not weights.is_file():
+        pickled = [p.name for p in folder.glob("adapter_model.bin")]
+        hint = " mitp-peft loads weights only from safetensors, never from pickled .bin files." if pickled else ""
+        raise FileNotFoundError(f"{folder} has no adapter_model.safetensors (the adapter's weights).{hint}")
+    try:
+        with safe_open(weights, "pt") as opened:
+            opened.keys()
+    except SafetensorError as error:
+        raise ValueError(
+            f"{weights} is truncated or not a safetensors file ({error}); copy or save the adapter again."
+        ) from error
 
 
 def push_to_hub(

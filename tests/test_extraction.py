@@ -74,7 +74,9 @@ def test_a_cache_for_other_layers_is_refused():
     inputs = family_inputs("clip")
     cached = dict(without_pixels(inputs), **extract_states(model, inputs))
     other = get_peft_model(build("clip"), MITPConfig(num_labels=3, text_layers=[2, 3], vision_layers=[3, 4]))
-    with pytest.raises(ValueError, match=r"first interaction layers \[2, 3\] \(text, vision\).*They were taken at \[1, 2\]"):
+    with pytest.raises(
+        ValueError, match=r"first interaction layers \[2, 3\] \(text, vision\).*They were taken at \[1, 2\]"
+    ):
         other(**cached)
     del cached["mitp_states_layers"]
     with pytest.raises(ValueError, match="need mitp_states_layers"):

@@ -133,7 +133,11 @@ def test_bad_inputs_are_named(inputs, change, message):
 @pytest.mark.parametrize(
     "problem_type, labels, message",
     [
-        ("single_label_classification", torch.tensor([0, 3, 1]), r"labels are out of range: num_labels=3 allows 0..2.* Got \[3\]"),
+        (
+            "single_label_classification",
+            torch.tensor([0, 3, 1]),
+            r"labels are out of range: num_labels=3 allows 0..2.* Got \[3\]",
+        ),
         ("single_label_classification", torch.tensor([0, -1, 1]), r"labels are out of range.* Got \[-1\]"),
         ("single_label_classification", torch.tensor([0, 1]), r"shape \(3,\), got shape \(2,\)"),
         ("single_label_classification", torch.tensor([0.0, 1.0, 2.0]), "integer class indices"),

@@ -292,6 +292,10 @@ def execute(run: Run, data: Optional[Data] = None, cache: Optional[dict] = None)
         parameters = [p for p in model.parameters() if p.requires_grad]
         trainable = sum(p.numel() for p in parameters)
         model.train()
+        if run.options.get("no_dropout"):
+            for module in model.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = 0.0
         seconds = train(lambda batch: logits_of(model(**batch)), parameters, train_split.inputs, train_split.labels,
                         run, data.multi_label)  # fmt: skip
         model.eval()
@@ -347,6 +351,7 @@ def build_model(run: Run, backbone: nn.Module, towers: TowerPair, processor: Any
         options = dict(run.options)
         zero_shot = options.pop("zero_shot_init", False)
         options.pop("warm_start", None)
+        options.pop("no_dropout", None)
         config = MITPConfig(
             num_labels=num_labels,
             id2label=dict(enumerate(data.names)),

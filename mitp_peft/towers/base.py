@@ -145,31 +145,6 @@ class Tower(ABC):
     def pool(self, state: TowerState, hidden: torch.Tensor) -> torch.Tensor:
         """Pool the final token stream (without prompts) exactly as the backbone does."""
 
-    def fit_prompts(self, state: TowerState, num_prompts: int) -> TowerState:
-        """Make room for the prompts within `max_positions`, or explain how to tokenize so they fit.
-
-        Texts tokenized to at most `MITPModel.max_text_length` tokens fit as they are, and nothing here reads a
-        tensor's values (no host sync). Longer ones (e.g. padded to the tower's full length) lose their trailing
-        columns that are padding in every row and pooled in none: nothing attends to them and nothing pools them, so
-        the result is exactly the same; finding them reads the mask back from the device once per such batch.
-        """
-        if self.max_positions is None:
-            return state
-        room = self.max_positions - num_prompts
-        if state.hidden.shape[1] > room and state.token_mask is not None:
-            real_columns = state.token_mask.any(dim=0).nonzero()
-            if real_columns.numel() == 0:
-                raise ValueError("Every text in the batch is empty: attention_mask is all zeros.")
-            length = max(int(real_columns.max()), int(state.pool_index.max())) + 1
-            state = TowerState(state.hidden[:, :length], state.token_mask[:, :length], state.pool_index)
-        if state.hidden.shape[1] > room:
-            raise ValueError(
-                f"The text has {state.hidden.shape[1]} tokens, but with prompt_length={num_prompts} the "
-                f"{type(self.model).__name__} has room for {room} ({self.max_positions} positions minus the prompts). "
-                f"Tokenize with truncation=True, max_length={room} (see MITPModel.max_text_length)."
-            )
-        return state
-
     def run_layer(
         self, layer: nn.Module, hidden: torch.Tensor, attention_mask: Optional[torch.Tensor]
     ) -> torch.Tensor:
@@ -256,6 +231,33 @@ class TextTower(Tower):
     @abstractmethod
     def pooled_position(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(batch,) the position the backbone pools."""
+
+    def fitted_length(self, inputs: dict, num_prompts: int) -> Optional[int]:
+        """How many token columns to keep so that the prompts fit within `max_positions` (None: all of them), or an
+        error that says how to tokenize.
+
+        Texts tokenized to at most `MITPModel.max_text_length` tokens fit as they are, and nothing here reads a
+        tensor's values (no host sync). Longer ones (e.g. padded to the tower's full length) keep all but their
+        trailing columns that are padding in every row and pooled in none: nothing attends to those and nothing
+        pools them, so the result is exactly the same; finding them reads the mask back from the device once per
+        such batch.
+        """
+        input_ids = inputs["input_ids"]
+        room = self.max_positions - num_prompts
+        length = input_ids.shape[1]
+        mask = inputs.get("attention_mask")
+        if length > room and mask is not None:
+            real_columns = mask.bool().any(dim=0).nonzero()
+            if real_columns.numel() == 0:
+                raise ValueError("Every text in the batch is empty: attention_mask is all zeros.")
+            length = max(int(real_columns.max()), int(self.pooled_position(input_ids).max())) + 1
+        if length > room:
+            raise ValueError(
+                f"The text has {length} tokens, but with prompt_length={num_prompts} the {type(self.model).__name__} "
+                f"has room for {room} ({self.max_positions} positions minus the prompts). Tokenize with "
+                f"truncation=True, max_length={room} (see MITPModel.max_text_length)."
+            )
+        return None if length == input_ids.shape[1] else length
 
 
 class FirstTokenTextTower(TextTower):

@@ -1,0 +1,289 @@
+"""Bad inputs at every seam with peft, transformers, accelerate and the user's data: each is refused with a message
+that names the problem (and the fix), or just works. Numbers in the test names follow the items of the issue."""
+
+import copy
+import inspect
+import json
+
+import pytest
+import torch
+from conftest import MAX_POSITIONS, make_inputs, picture, tiny_clip, tiny_clip_processor
+from families import build
+from huggingface_hub import ModelCard
+from peft import PeftModel, get_peft_model
+from PIL import Image
+from transformers import CLIPModel, Trainer, TrainingArguments
+
+import mitp_peft
+from mitp_peft import MITPConfig
+from mitp_peft.data import DataArguments, MITPCollator, load_pairs, load_splits
+
+LABELS = torch.tensor([0, 1, 2])
+
+
+def mitp(base, **kwargs):
+    return get_peft_model(base, MITPConfig(num_labels=3, **kwargs))
+
+
+# ---- 1. an adapter on another backbone of equal widths
+
+
+def test_01_deeper_backbone_of_equal_widths_is_refused(tmp_path):
+    mitp(tiny_clip(num_hidden_layers=4)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"text: 4 layers, width 32, 24 positions \(adapter\) vs 5 layers"):
+        PeftModel.from_pretrained(tiny_clip(), tmp_path)
+
+
+def test_01_other_patching_of_equal_widths_and_depth_is_refused(tmp_path):
+    """CLIP ViT-B/32 against B/16, in small: same widths and depths, other patches."""
+    mitp(tiny_clip()).save_pretrained(tmp_path)
+    other = tiny_clip()
+    other.vision_model.config.patch_size = 16  # only the recorded shape matters for the refusal
+    with pytest.raises(ValueError, match=r"vision: 6 layers, width 48, image size 32, patch size 8 \(adapter\) vs .*"
+                       r"patch size 16 \(this backbone\)"):  # fmt: skip
+        PeftModel.from_pretrained(other, tmp_path)
+
+
+def test_01_same_shape_under_another_name_is_a_warning(tmp_path, inputs):
+    model = mitp(tiny_clip())
+    model.peft_config["default"].base_model_name_or_path = "org/clip-a"
+    model.save_pretrained(tmp_path)
+    other = tiny_clip()
+    other.name_or_path = "org/clip-b"
+    with pytest.warns(UserWarning, match=r"trained on 'org/clip-a' and is loaded onto 'org/clip-b'"):
+        again = PeftModel.from_pretrained(other, tmp_path)
+    assert torch.equal(again(**inputs).logits, model(**inputs).logits)
+
+
+# ---- 2. a backbone whose forward is already an instance attribute
+
+
+def test_02_accelerate_hooks_run_around_mitps_forward_and_stay_after_unload(inputs):
+    from accelerate.hooks import ModelHook, add_hook_to_module
+
+    class Counting(ModelHook):
+        calls = 0
+
+        def pre_forward(self, module, *args, **kwargs):
+            Counting.calls += 1
+            return args, kwargs
+
+    base = tiny_clip()
+    add_hook_to_module(base, Counting())
+    model = mitp(base)
+    out = model(**inputs, labels=LABELS)
+    assert type(out).__name__ == "MITPOutput" and out.loss is not None and Counting.calls == 1
+    plain = model.unload()
+    assert hasattr(plain, "_hf_hook") and "forward" in vars(plain)  # accelerate's hook is still there
+    again = plain(**inputs)
+    assert type(again).__name__ == "CLIPOutput" and Counting.calls == 2
+    assert type(plain) is CLIPModel
+
+
+def test_02_another_instance_forward_is_refused_naming_it():
+    base = tiny_clip()
+    base.forward = lambda **kwargs: None
+    with pytest.raises(ValueError, match=r"forward was replaced on the instance .*by something other than accelerate"):
+        mitp(base)
+
+
+def test_02_unload_restores_exactly_the_backbone_class_and_forward(inputs):
+    base = tiny_clip()
+    model = mitp(base)
+    assert type(base) is not CLIPModel and type(base).__name__ == "CLIPModel" and isinstance(base, CLIPModel)
+    plain = model.unload()
+    assert type(plain) is CLIPModel and "forward" not in vars(plain)
+    assert not [name for name in vars(plain) if name.startswith("_mitp")]
+
+
+# ---- 3. the installed forward's signature names every input the towers read
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("vit+bert", {"token_type_ids", "position_ids", "interpolate_pos_encoding"}),
+        ("siglip2", {"pixel_attention_mask", "spatial_shapes"}),
+        ("clip", {"position_ids", "interpolate_pos_encoding"}),
+    ],
+)
+def test_03_trainer_keeps_every_column_the_towers_read(name, expected, tmp_path):
+    model = mitp(build(name))
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
+    trainer._set_signature_columns_if_needed()
+    cache = {"mitp_text_states", "mitp_vision_states", "mitp_states_layers"}
+    assert expected | cache | {"input_ids", "pixel_values", "attention_mask", "labels"} <= set(
+        trainer._signature_columns
+    )
+    assert "num_items_in_batch" in inspect.signature(model.get_base_model().forward).parameters
+    assert trainer.model_accepts_loss_kwargs
+
+
+# ---- 4. labels of your own pairs
+
+
+def pairs_file(folder, name, rows, header="path,text,label"):
+    picture(folder / "a.png")
+    (folder / name).write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return folder / name
+
+
+def test_04_numeric_labels_keep_numeric_order(tmp_path):
+    train = pairs_file(tmp_path, "train.csv", ["a.png,x,10", "a.png,y,2", "a.png,z,1"])
+    data = load_pairs({"train": train}, image_column="path")
+    assert data["train"].features["label"].names == ["1", "2", "10"] and list(data["train"]["label"]) == [2, 1, 0]
+
+
+def test_04_a_label_only_validation_holds_is_refused(tmp_path):
+    train = pairs_file(tmp_path, "train.csv", ["a.png,x,cat", "a.png,y,dog"])
+    validation = pairs_file(tmp_path, "val.csv", ["a.png,x,cat", "a.png,y,cow"])
+    with pytest.raises(ValueError, match=r"val.csv, row 3: unknown label 'cow'; known labels: \['cat', 'dog'\]"):
+        load_pairs({"train": train, "validation": validation}, image_column="path")
+
+
+# ---- 5. Trainer finds the labels without label_names
+
+
+def test_05_trainer_evaluates_loss_and_accuracy_without_label_names(tmp_path):
+    from conftest import PairDataset
+
+    from mitp_peft.metrics import compute_metrics
+
+    model = mitp(tiny_clip())
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], per_device_eval_batch_size=4, use_cpu=True)
+    trainer = Trainer(model=model, args=args, eval_dataset=PairDataset(8), compute_metrics=compute_metrics(
+        "single_label_classification"))  # fmt: skip
+    assert trainer.label_names == ["labels"]
+    metrics = trainer.evaluate()
+    assert {"eval_loss", "eval_accuracy"} <= set(metrics)
+
+
+# ---- 6. a copy saves the MITP card
+
+
+def test_06_a_deep_copy_saves_the_mitp_card(tmp_path):
+    model = mitp(tiny_clip(), id2label={0: "a", 1: "b", 2: "c"})
+    mitp_peft.describe_training(model, dataset="food101")
+    copy.deepcopy(model).save_pretrained(tmp_path)
+    card = ModelCard.load(tmp_path / "README.md")
+    assert "mitp" in card.data.tags and card.data.datasets == ["food101"] and "MITP settings" in card.text
+
+
+# ---- 7. get_peft_model on a PeftModel
+
+
+def test_07_get_peft_model_on_a_peft_model_names_the_fix():
+    model = mitp(tiny_clip())
+    with pytest.raises(ValueError, match=r"already carries peft adapters.*model.add_adapter\(name, MITPConfig"):
+        get_peft_model(model, MITPConfig(num_labels=3))
+
+
+# ---- 8, 9. empty files, a missing validation file
+
+
+def test_08_an_empty_or_header_only_csv_is_named(tmp_path):
+    for text in ("", "path,text,label\n"):
+        (tmp_path / "train.csv").write_text(text)
+        with pytest.raises(ValueError, match=r"train.csv holds no rows"):
+            load_pairs({"train": tmp_path / "train.csv"}, image_column="path")
+
+
+def test_09_pairs_train_without_a_validation_file_and_name_what_they_miss(tmp_path):
+    train = pairs_file(tmp_path, "train.csv", ["a.png,x,cat", "a.png,y,dog"])
+    splits = load_splits(DataArguments(dataset="pairs", train_file=str(train), image_column="path"))
+    assert splits.evaluation is None and splits.label_names == ["cat", "dog"] and len(splits.train) == 2
+    with pytest.raises(ValueError, match="--dataset pairs needs --train_file"):
+        load_splits(DataArguments(dataset="pairs"))
+
+
+# ---- 10. a collator without the raw columns
+
+
+def test_10_collator_without_text_names_remove_unused_columns(tmp_path):
+    collator = MITPCollator(tiny_clip_processor(tmp_path), max_text_length=8)
+    with pytest.raises(ValueError, match=r"without \['image', 'text'\].*remove_unused_columns=False"):
+        collator([{"label": 1}])
+
+
+# ---- 11. a text longer than the tower's positions, not truncated
+
+
+def test_11_an_untruncated_long_text_gets_mitps_message_not_transformers(inputs):
+    model = mitp(tiny_clip())
+    long = make_inputs(lengths=[MAX_POSITIONS + 6, 3, 2])
+    with pytest.raises(ValueError, match=f"has room for {MAX_POSITIONS - 8}.*max_length={MAX_POSITIONS - 8}"):
+        model(**long)
+
+
+# ---- 12. broken adapter folders
+
+
+def test_12_broken_adapter_folders_are_named(tmp_path):
+    mitp(tiny_clip()).save_pretrained(tmp_path / "good")
+    weights = (tmp_path / "good" / "adapter_model.safetensors").read_bytes()
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"bad has no adapter_config.json: it is not a saved adapter"):
+        mitp_peft.from_pretrained(str(folder))
+    (folder / "adapter_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"adapter_config.json is not valid JSON"):
+        mitp_peft.from_pretrained(str(folder))
+    (folder / "adapter_config.json").write_text((tmp_path / "good" / "adapter_config.json").read_text())
+    with pytest.raises(FileNotFoundError, match=r"bad has no adapter_model.safetensors"):
+        mitp_peft.from_pretrained(str(folder))
+    (folder / "adapter_model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ValueError, match=r"adapter_model.safetensors is truncated or not a safetensors file"):
+        mitp_peft.from_pretrained(str(folder))
+
+
+# ---- 13. weights of other settings
+
+
+def test_13_weights_of_other_settings_name_the_settings_not_the_backbone(tmp_path):
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    longer = get_peft_model_state_dict(mitp(tiny_clip(), prompt_length=12))
+    with pytest.raises(
+        ValueError, match=r"do not fit this MITP adapter.*settings they were saved with \(prompt_length"
+    ):
+        set_peft_model_state_dict(mitp(tiny_clip()), longer)
+
+
+# ---- 16. papercuts
+
+
+def test_16_predict_takes_one_image_and_one_text_as_they_are(tmp_path):
+    model = mitp(tiny_clip(), id2label={0: "a", 1: "b", 2: "c"})
+    result = mitp_peft.predict(
+        model, images=Image.new("RGB", (20, 30)), texts="a cat", processor=tiny_clip_processor(tmp_path)
+    )
+    assert len(result) == 1 and len(result[0]["labels"]) == 1
+
+
+def test_16_labels_as_a_python_list_train(inputs):
+    model = mitp(tiny_clip())
+    assert torch.equal(model(**inputs, labels=[0, 1, 2]).loss, model(**inputs, labels=LABELS).loss)
+
+
+def test_16_generate_and_two_active_adapters_are_explained(inputs):
+    model = mitp(tiny_clip())
+    with pytest.raises(NotImplementedError, match="nothing to generate.*mitp_peft.predict"):
+        model.generate(**inputs)
+    model.add_adapter("second", MITPConfig(num_labels=3))
+    with pytest.raises(ValueError, match=r"MITP runs one adapter at a time; got \['default', 'second'\]"):
+        model.base_model.set_adapter(["default", "second"])
+
+
+def test_16_a_bom_csv_and_a_json_array_file(tmp_path):
+    picture(tmp_path / "a.png")
+    (tmp_path / "bom.csv").write_text("\ufeffimage,text,label\na.png,x,cat\n", encoding="utf-8")
+    assert load_pairs({"train": tmp_path / "bom.csv"})["train"]["text"] == ["x"]
+    (tmp_path / "array.json").write_text(json.dumps([{"image": "a.png", "text": "x", "label": "cat"}]))
+    with pytest.raises(ValueError, match=r"array.json is a JSON array; pairs files are JSON lines"):
+        load_pairs({"train": tmp_path / "array.json"})
+
+
+def test_16_the_card_names_the_data_not_the_loader_and_how_to_install():
+    assert DataArguments(dataset="pairs", train_file="/data/dishes/train.csv").name == "train.csv"
+    assert DataArguments(dataset="hub", dataset_name="org/dishes").name == "org/dishes"
+    assert DataArguments(dataset="food101").name == "UPMC-Food101"
