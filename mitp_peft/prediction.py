@@ -7,6 +7,7 @@ from typing import Any, Optional, Union
 
 import torch
 from peft import PeftModel
+from PIL import Image
 from transformers import AutoProcessor
 
 
@@ -30,6 +31,8 @@ def predict(
         texts = [texts]
     if not isinstance(images, (list, tuple)):
         images = [images]
+    # Grey or RGBA photos are common; the processors expect three channels, as the collator gives them.
+    images = [image.convert("RGB") if isinstance(image, Image.Image) else image for image in images]
     if len(images) != len(texts):
         raise ValueError(f"Give one text per image: got {len(images)} images and {len(texts)} texts.")
     config = model.active_peft_config

@@ -84,6 +84,17 @@ def adapter_module(model, name: str = "default"):
     return model.base_model.mitp_adapters[name]
 
 
+def script_module(relative_path: str):
+    """A script of the repository (e.g. benchmarks/budget.py) imported as a module from its file."""
+    import importlib.util
+
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def base():
     return tiny_clip()

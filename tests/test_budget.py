@@ -1,6 +1,7 @@
 """The parameter budget of METHOD.md on a CLIP ViT-L/14-sized backbone (built on the meta device: no weights)."""
 
 import torch
+from conftest import script_module
 from peft import get_peft_model
 from safetensors import safe_open
 from transformers import CLIPConfig, CLIPModel
@@ -50,11 +51,7 @@ def test_l14_adapter_file_is_about_8_mb(tmp_path):
 
 
 def test_budget_table_script():
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
-    import budget
+    budget = script_module("benchmarks/budget.py")
 
     rows = {name: budget.budget_row(name, 101) for name in ("CLIP ViT-L/14", "ViT-B/16 + BERT-base (PMF)")}
     assert rows["CLIP ViT-L/14"]["trainable_params"] == 2_025_061

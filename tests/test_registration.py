@@ -1,15 +1,17 @@
 """Registration with peft's tables: idempotent, refuses clashes, and what loading without the import does."""
 
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from conftest import ROOT
 from peft import mapping
 
-import mitp_peft
 from mitp_peft import MITPConfig, MITPModel
-from mitp_peft.registration import MITP_PEFT_TYPE, MITP_PREFIX, register
+from mitp_peft.peft_type import MITP_PEFT_TYPE, MITP_PREFIX
+from mitp_peft.registration import register
 
 
 def test_import_registers_config_tuner_and_prefix():
@@ -54,15 +56,20 @@ def _tables():
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+    """Run code in a fresh interpreter that imports the tests' helpers (conftest) by name."""
+    environment = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
+    )
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300, env=environment
+    )
 
 
 @pytest.mark.slow
 def test_loading_paths_in_a_fresh_process(tmp_path):
     """peft has no plugin hook: without `import mitp_peft` it cannot know MITP. This pins down both paths the
     README documents: the import (or `mitp_peft.from_pretrained`) loads; without it peft fails with KeyError 'MITP'."""
-    setup = f"""
-        import sys; sys.path.insert(0, {str(mitp_peft.__path__[0] + "/../tests")!r})
+    setup = """
         import torch
         from conftest import tiny_clip, make_inputs
     """

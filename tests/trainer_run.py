@@ -7,15 +7,13 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
+import torch
+from conftest import PairDataset, tiny_clip
+from peft import get_peft_model
+from safetensors.torch import save_file
+from transformers import Trainer, TrainingArguments
 
-import torch  # noqa: E402
-from conftest import PairDataset, tiny_clip  # noqa: E402
-from peft import get_peft_model  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-from transformers import Trainer, TrainingArguments  # noqa: E402
-
-from mitp_peft import MITPConfig  # noqa: E402
+from mitp_peft import MITPConfig
 
 
 def run(out_dir: str, per_device_batch: int, accumulation: int, ddp: bool = False) -> dict:

@@ -249,8 +249,11 @@ def predict(forward, inputs: dict, size: int) -> torch.Tensor:
     ).float()
 
 
-def execute(run: Run, data: Optional[Data] = None, cache: Optional[dict] = None) -> dict[str, Any]:
-    """Train and evaluate one run; returns its metrics on validation and test, parameter count and time."""
+def execute(
+    run: Run, data: Optional[Data] = None, cache: Optional[dict] = None, keep_model: bool = False
+) -> dict[str, Any]:
+    """Train and evaluate one run; returns its metrics on validation and test, parameter count and time (and, with
+    `keep_model`, the trained model of the methods that have one, under "model")."""
     torch.manual_seed(run.seed)
     processor = AutoProcessor.from_pretrained(run.backbone)
     backbone = AutoModel.from_pretrained(run.backbone).eval()
@@ -264,6 +267,7 @@ def execute(run: Run, data: Optional[Data] = None, cache: Optional[dict] = None)
     elif run.method == "head":
         cache = cache if cache is not None else {}
         features = {}
+        started = time.perf_counter()  # computing the features is part of the method's cost
         for split, part in data.splits.items():
             key = (run.backbone, run.task, split)
             if key not in cache:
@@ -278,10 +282,9 @@ def execute(run: Run, data: Optional[Data] = None, cache: Optional[dict] = None)
         head = FeatureHead(run.options["head"], sizes, len(data.names))
         if run.options["head"] == "zero_shot_init":
             start_zero_shot(head, towers, processor.tokenizer, data, backbone)
-        seconds = train(
-            lambda batch: head(**batch), list(head.parameters()), features["train"], train_split.labels, run,
-            data.multi_label,
-        )  # fmt: skip
+        train(lambda batch: head(**batch), list(head.parameters()), features["train"], train_split.labels, run,
+              data.multi_label)  # fmt: skip
+        seconds = time.perf_counter() - started
         head.eval()
         logits = {s: predict(lambda batch: head(**batch), features[s], len(evaluation[s])) for s in evaluation}
         trainable = sum(p.numel() for p in head.parameters())
@@ -304,7 +307,15 @@ def execute(run: Run, data: Optional[Data] = None, cache: Optional[dict] = None)
             for s, part in evaluation.items()
         }
     results = {split: metrics(logits[split], part.labels, data.multi_label) for split, part in evaluation.items()}
-    return {"validation": results["validation"], "test": results["test"], "trainable": trainable, "seconds": seconds}
+    outcome = {
+        "validation": results["validation"],
+        "test": results["test"],
+        "trainable": trainable,
+        "seconds": seconds,
+    }
+    if keep_model and run.method not in ("zero_shot", "head"):
+        outcome["model"] = model
+    return outcome
 
 
 def warm_start(model: nn.Module, run: Run, part: Split, multi_label: bool) -> None:
