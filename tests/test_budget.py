@@ -24,24 +24,41 @@ def l14_with_mitp(**kwargs):
     return get_peft_model(base, MITPConfig(num_labels=101, **kwargs))
 
 
-def test_l14_trains_2025061_parameters(capsys):
-    model = l14_with_mitp()
-    model.print_trainable_parameters()
-    assert "trainable params: 2,025,061 || all params: 429,641,574 || trainable%: 0.4713" in capsys.readouterr().out
-    config = model.peft_config["default"]
-    assert config.text_layers == [8, 9, 10, 11] and config.vision_layers == [20, 21, 22, 23]
+def adapter_parts(model) -> dict[str, int]:
     adapter = model.base_model.mitp_adapters["default"]
-    parts = {
+    return {
         "prompt": adapter.prompt.numel(),
         "text_to_vision": sum(p.numel() for p in adapter.hub.translate_text_to_vision.parameters()),
         "vision_to_text": sum(p.numel() for p in adapter.hub.translate_vision_to_text.parameters()),
         "head": sum(p.numel() for p in adapter.head.parameters()),
     }
-    assert parts == {"prompt": 6_144, "text_to_vision": 919_040, "vision_to_text": 918_784, "head": 181_093}
 
 
-def test_l14_adapter_file_is_about_8_mb(tmp_path):
+def test_l14_with_a_linear_head_trains_the_papers_2025061_parameters(capsys):
+    model = l14_with_mitp(head="linear")
+    model.print_trainable_parameters()
+    assert "trainable params: 2,025,061 || all params: 429,641,574 || trainable%: 0.4713" in capsys.readouterr().out
+    config = model.peft_config["default"]
+    assert config.text_layers == [8, 9, 10, 11] and config.vision_layers == [20, 21, 22, 23]
+    assert adapter_parts(model) == {
+        "prompt": 6_144,
+        "text_to_vision": 919_040,
+        "vision_to_text": 918_784,
+        "head": 181_093,
+    }
+
+
+def test_l14_defaults_stay_under_one_percent(capsys):
+    """The default MLP head reads both pooled features and the 768-wide agreement product: 2560 -> 512 -> 101."""
     model = l14_with_mitp()
+    model.print_trainable_parameters()
+    assert "trainable params: 3,207,013 || all params: 430,823,526 || trainable%: 0.7444" in capsys.readouterr().out
+    head = (1024 + 768 + 768) * 512 + 512 + 512 * 101 + 101
+    assert adapter_parts(model)["head"] == head == 1_363_045
+
+
+def test_l14_adapter_file_with_a_linear_head_is_about_8_mb(tmp_path):
+    model = l14_with_mitp(head="linear")
     model.base_model.mitp_adapters.to_empty(device="cpu")
     model.save_pretrained(tmp_path)
     path = tmp_path / "adapter_model.safetensors"
@@ -54,11 +71,17 @@ def test_budget_table_script():
     budget = script_module("benchmarks/budget.py")
 
     rows = {name: budget.budget_row(name, 101) for name in ("CLIP ViT-L/14", "ViT-B/16 + BERT-base (PMF)")}
-    assert rows["CLIP ViT-L/14"]["trainable_params"] == 2_025_061
+    assert rows["CLIP ViT-L/14"]["trainable_params"] == 3_207_013
+    assert rows["CLIP ViT-L/14"]["linear_head_params"] == 2_025_061
     assert rows["CLIP ViT-L/14"]["backbone_params"] == 427_616_513
     assert rows["CLIP ViT-L/14"]["vision_layers"] == [20, 21, 22, 23]
     # ViT-B + BERT-base: 8 x 768 prompt, two 768 <-> 512 translators, head on two 768-wide poolers.
-    expected = 8 * 768 + 2 * (768 * 512 + 512 + 512 * 768 + 768) + (768 + 768) * 101 + 101
-    assert rows["ViT-B/16 + BERT-base (PMF)"]["trainable_params"] == expected
+    shared = 8 * 768 + 2 * (768 * 512 + 512 + 512 * 768 + 768)
+    assert rows["ViT-B/16 + BERT-base (PMF)"]["linear_head_params"] == shared + (768 + 768) * 101 + 101
+    mlp = (768 + 768 + 512) * 512 + 512 + 512 * 101 + 101  # the dual encoder's projections are 512 wide
+    assert rows["ViT-B/16 + BERT-base (PMF)"]["trainable_params"] == shared + mlp
     table = budget.markdown(list(rows.values()), 101)
-    assert "| CLIP ViT-L/14 | 427.6M | [8, 9, 10, 11] / [20, 21, 22, 23] | 2,025,061 | 0.47% | 8.1 MB |" in table
+    assert (
+        "| CLIP ViT-L/14 | 427.6M | [8, 9, 10, 11] / [20, 21, 22, 23] | 3,207,013 | 0.75% | 12.8 MB | 2,025,061 |"
+        in table
+    )

@@ -26,11 +26,11 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import AutoModel, AutoProcessor
 
-from .. import MITPConfig, init_head_zero_shot
+from ..config import MITPConfig
 from ..metrics import task_metrics
 from ..towers import TowerPair, resolve_towers, similarity_scale
 from ..warm_start import WARM_START_EPOCHS, WARM_START_LEARNING_RATE, warm_start_head
-from ..zero_shot import DEFAULT_TEMPLATE
+from ..zero_shot import DEFAULT_TEMPLATE, init_head_zero_shot
 from .backbone import to_pixels
 from .tasks import build_task, class_names, task_parts
 

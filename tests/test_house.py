@@ -1,0 +1,99 @@
+"""The shape of the package: no import circles, and one source of truth for the settings."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT, script_module
+
+from mitp_peft.config import FILLED_IN, FROM_DATA, MITPArguments, mitp_fields
+
+MODULES = sorted(
+    ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+    for path in (ROOT / "mitp_peft").rglob("*.py")
+    if "metric_modules" not in path.parts
+)
+
+
+def test_every_module_imports_on_its_own_in_any_order():
+    """In a fresh interpreter, each module is imported after every mitp_peft module was forgotten, in both orders: a
+    circle between modules shows as an ImportError of a partly built one."""
+    code = (
+        "import importlib, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    for loaded in [m for m in sys.modules if m.split('.')[0] == 'mitp_peft']:\n"
+        "        del sys.modules[loaded]\n"
+        "    importlib.import_module(name)\n"
+    )
+    for names in (MODULES, MODULES[::-1]):
+        done = subprocess.run(
+            [sys.executable, "-c", code, *names], capture_output=True, text=True, cwd=ROOT, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_no_module_of_the_package_imports_one_that_imports_it_back():
+    """The import graph of mitp_peft (module-level imports, read from the source) has no circle."""
+    import ast
+
+    graph = {}
+    for name in MODULES:
+        path = ROOT / Path(*name.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in ast.parse(path.read_text()).body:  # module level only: what runs at import
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+                edges.update(
+                    f"{target}.{alias.name}" if f"{target}.{alias.name}" in MODULES else target for alias in node.names
+                )
+        graph[name] = {edge for edge in edges if edge in MODULES and edge != name}
+
+    def reaches(start, goal, seen=()):
+        return any(nxt == goal or (nxt not in seen and reaches(nxt, goal, (*seen, nxt))) for nxt in graph[start])
+
+    assert not [
+        name for name in graph if name != "mitp_peft" and reaches(name, name) and "mitp_peft" not in graph[name]
+    ]
+
+
+def test_scripts_take_every_mitp_setting_with_its_help():
+    settings = {f.name for f in mitp_fields()} - set(FROM_DATA) - set(FILLED_IN)
+    assert {f for f in MITPArguments.__dataclass_fields__} == settings
+    for script in ("examples/train.py", "examples/train_accelerate.py"):
+        done = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
+                              env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        for name in settings:
+            assert f"--{name} " in done.stdout or f"--{name}\n" in done.stdout, f"{script} lacks --{name}"
+        help_text = next(f.metadata["help"] for f in mitp_fields() if f.name == "prompt_length")
+        assert help_text.split("(")[0].strip() in " ".join(done.stdout.split())
+
+
+def test_the_card_lists_every_setting(tmp_path):
+    from conftest import tiny_clip
+    from peft import get_peft_model
+
+    from mitp_peft import MITPConfig
+    from mitp_peft.cards import NOT_LISTED
+
+    get_peft_model(tiny_clip(), MITPConfig(num_labels=3)).save_pretrained(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    for field in mitp_fields():
+        if field.name not in NOT_LISTED:
+            assert f"| `{field.name}` |" in card, field.name
+    assert set(NOT_LISTED) <= {"id2label", "label2id", "target_modules", "built_for"}
+    assert "0: 0, 1: 1, 2: 2" in card  # the labels have their own section
+
+
+def test_the_examples_import_nothing_by_path():
+    for path in [
+        *(ROOT / "examples").rglob("*.py"),
+        *(ROOT / "benchmarks").glob("*.py"),
+        *(ROOT / "tests").glob("*.py"),
+    ]:
+        assert "sys.path.insert" not in path.read_text().replace('"sys.path.insert"', ""), path
+    assert script_module("benchmarks/budget.py").BACKBONES
