@@ -87,12 +87,15 @@ def adapter_module(model, name: str = "default"):
 def script_module(relative_path: str):
     """A script of the repository (e.g. benchmarks/budget.py) imported as a module from its file."""
     import importlib.util
+    import sys
 
     path = ROOT / relative_path
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    name = f"script_{path.stem}"
+    if name not in sys.modules:  # dataclasses look their module up there
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
 
 
 @pytest.fixture
@@ -154,6 +157,16 @@ def picture(path, seed: int = 0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     Image.fromarray((rng.random((12, 16, 3)) * 255).astype("uint8")).save(path, format="PNG")
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory):
+    """The demo backbone after two pre-training steps (real MiniLM, briefly trained ViT): folder, settings, report."""
+    from mitp_peft.demo import backbone
+
+    folder = tmp_path_factory.mktemp("backbone")
+    settings = backbone.BuildSettings(steps=2, batch_size=8, warmup_steps=1)
+    return folder, settings, backbone.build_backbone(folder, settings)
 
 
 @pytest.fixture

@@ -41,3 +41,25 @@ def test_efficiency_benchmark_reports_rows_throughput_and_targets(tmp_path):
     for line in ("compiled MITP training step >= 1.2x eager", "MITP training throughput >= 1.5x lora's",
                  "extraction cache speed-up of a training step"):  # fmt: skip
         assert line in done.stdout, line
+
+
+@pytest.mark.slow
+def test_accuracy_study_quick_mode_runs_every_stage_and_resumes(tiny_backbone, tmp_path):
+    folder, _, _ = tiny_backbone
+    results, report = tmp_path / "results.jsonl", tmp_path / "results.md"
+    command = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--quick", "--workers", "1"]
+    command += ["--backbones", f"demo={folder}", "--results", str(results), "--report", str(report)]
+    environment = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
+    assert done.returncode == 0, done.stderr[-3000:]
+    accuracy = script_module("benchmarks/accuracy.py")
+    rows = accuracy.baseline_rows("either_or", 1.0, accuracy.QUICK)
+    text = report.read_text()
+    for row in rows:
+        assert f"| {row.name} |" in text, row.name
+    # Every row's grid with one seed, then its other seeds at the chosen rate.
+    expected = sum(len(row.grid) + len(row.seeds) - 1 for row in rows)
+    assert len(results.read_text().splitlines()) == expected
+    assert "MITP" in text and "± " in text and "vs best late fusion" in text
+    again = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
+    assert again.returncode == 0 and len(results.read_text().splitlines()) == expected  # resumed: nothing rerun

@@ -31,14 +31,6 @@ def splits():
     return tasks.split_images("animals", seed=0)
 
 
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory):
-    """The demo backbone after two pre-training steps: real MiniLM, briefly trained ViT."""
-    folder = tmp_path_factory.mktemp("backbone")
-    settings = backbone.BuildSettings(steps=2, batch_size=8, warmup_steps=1)
-    return folder, settings, backbone.build_backbone(folder, settings)
-
-
 def test_animal_silhouettes_are_read_as_shipped():
     images, labels = sources.load_animal_silhouettes()
     assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
