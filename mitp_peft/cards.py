@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import importlib.resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-if TYPE_CHECKING:
-    from .config import MITPConfig
+from peft import PeftConfig
 
 TEMPLATE = "mitp_adapter.md"
 # Installed, the template ships inside the package; in a plain checkout it is the repository's model_cards/ folder.
@@ -25,9 +23,9 @@ PIPELINE_TAG = "image-classification"
 NOT_LISTED = ("id2label", "label2id", "target_modules", "built_for")
 
 
-def render_card(config: MITPConfig, settings: dict[str, Any]) -> ModelCard:
-    """The card of a created adapter: metadata the hub indexes, usage that works as written, every MITP setting,
-    results, citation.
+def render_card(config: PeftConfig, settings: dict[str, Any]) -> ModelCard:
+    """The card of a created MITP adapter (from its `MITPConfig`): metadata the hub indexes, usage that works as
+    written, every MITP setting, results, citation.
 
     `settings` are MITPConfig's own fields with their values. The rest comes from the config alone: `built_for`
     (the backbone and the adapter's size) and `card_info`, which `mitp_peft.describe_training` fills with `dataset`

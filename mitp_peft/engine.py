@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -16,9 +16,6 @@ from torch import nn
 from .checks import require
 from .hub import Memory, activate
 from .towers import Tower, TowerPair, TowerState
-
-if TYPE_CHECKING:
-    from .adapter import MITPAdapter
 
 
 class Encoded(NamedTuple):
@@ -124,8 +121,9 @@ def extraction_layers(towers: TowerPair, first_text: int, first_vision: int) -> 
     return [*towers.text.layers[:first_text], *towers.vision.layers[:first_vision]]
 
 
-def encode(towers: TowerPair, adapter: MITPAdapter, inputs: dict) -> Encoded:
-    """Run both towers with the adapter's temporal prompts and return their pooled features."""
+def encode(towers: TowerPair, adapter: nn.Module, inputs: dict) -> Encoded:
+    """Run both towers with the temporal prompts of `adapter` (an `MITPAdapter`, which calls this) and return their
+    pooled features."""
     check_inputs(inputs, towers.vision.pixel_ndim)
     text_layers, vision_layers = adapter.text_layers, adapter.vision_layers
     num_prompts = adapter.prompt.shape[0]

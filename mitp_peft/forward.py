@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import inspect
 from types import FunctionType, MethodType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
 from .engine import CACHE_INPUTS
 from .towers import TowerPair
-
-if TYPE_CHECKING:
-    from .model import MITPModel
 
 TUNER = "_mitp_tuner"
 ORIGINAL_CLASS = "_mitp_original_class"
@@ -55,8 +53,8 @@ def _generate(self: nn.Module, *args: Any, **kwargs: Any) -> None:
     )
 
 
-def install(model: nn.Module, tuner: MITPModel, towers: TowerPair) -> None:
-    """Make `model`'s forward MITP's joint forward, bound to `tuner`."""
+def install(model: nn.Module, tuner: BaseTuner, towers: TowerPair) -> None:
+    """Make `model`'s forward MITP's joint forward, bound to `tuner` (the `MITPModel`, whose `joint_forward` runs)."""
     state = vars(model)
     if ORIGINAL_CLASS in state:
         state[TUNER] = tuner
