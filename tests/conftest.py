@@ -67,8 +67,9 @@ def make_inputs(batch: int = 3, lengths=None, seed: int = 1, pad_to: int | None 
     return dict(pixel_values=pixels, input_ids=ids, attention_mask=mask)
 
 
-def adapter_keys(prefix: str = "base_model.", adapter: str = "") -> set[str]:
-    """The names of an MITP adapter's tensors: in the model (with its adapter name) or in a saved file (without)."""
+def adapter_keys(prefix: str = "base_model.", adapter: str = "", head: str = "mlp") -> set[str]:
+    """The names of an MITP adapter's tensors (default settings): in the model (with its adapter name) or in a saved
+    file (without)."""
     root = f"{prefix}mitp_adapters{f'.{adapter}' if adapter else ''}"
     hub = [
         f"{root}.hub.translate_{direction}.{index}.{kind}"
@@ -76,7 +77,9 @@ def adapter_keys(prefix: str = "base_model.", adapter: str = "") -> set[str]:
         for index in (0, 2)
         for kind in ("weight", "bias")
     ]
-    return {f"{root}.prompt", *hub, f"{root}.head.classifier.weight", f"{root}.head.classifier.bias"}
+    layers = [".0", ".2"] if head == "mlp" else [""]
+    classifier = [f"{root}.head.classifier{layer}.{kind}" for layer in layers for kind in ("weight", "bias")]
+    return {f"{root}.prompt", *hub, *classifier}
 
 
 def adapter_module(model, name: str = "default"):

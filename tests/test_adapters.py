@@ -69,10 +69,10 @@ def test_is_trainable_resumes_training(tmp_path, inputs):
     model.save_pretrained(tmp_path)
     resumed = PeftModel.from_pretrained(tiny_clip(), tmp_path, is_trainable=True)
     assert trainable_names(resumed) == trainable_names(model)
-    before = adapter_module(resumed).head.classifier.weight.detach().clone()
+    before = adapter_module(resumed).head.classifier[0].weight.detach().clone()
     resumed(**inputs, labels=LABELS).loss.backward()
     torch.optim.SGD([p for p in resumed.parameters() if p.requires_grad], lr=0.5).step()
-    assert not torch.equal(adapter_module(resumed).head.classifier.weight, before)
+    assert not torch.equal(adapter_module(resumed).head.classifier[0].weight, before)
 
 
 def test_second_adapter_keeps_trainability_right(tmp_path, inputs):
@@ -139,8 +139,8 @@ def test_deepcopy_keeps_its_own_forward(inputs):
     model = trained(tiny_clip())
     twin = copy.deepcopy(model)
     with torch.no_grad():
-        adapter_module(twin).head.classifier.weight.zero_()
-        adapter_module(twin).head.classifier.bias.zero_()
+        adapter_module(twin).head.classifier[-1].weight.zero_()
+        adapter_module(twin).head.classifier[-1].bias.zero_()
     assert torch.count_nonzero(twin(**inputs).logits) == 0
     assert torch.count_nonzero(model(**inputs).logits) > 0
 
