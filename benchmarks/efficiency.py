@@ -133,13 +133,15 @@ def logits_of(out) -> torch.Tensor:
     return out if torch.is_tensor(out) else out.logits
 
 
-def worker(method: str, size: str, batch_size: int, steps: int, device: str, dtype: str) -> dict:
+def worker(
+    method: str, size: str, batch_size: int, steps: int, device: str, dtype: str, compile_backend: str = "inductor"
+) -> dict:
     torch_dtype = getattr(torch, dtype)
     batch = make_batch(size, batch_size, device, torch_dtype)
     model, inputs = build_method(method, size, device, torch_dtype, batch)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if method.endswith("_compiled"):
-        model = torch.compile(model)  # the default backend (inductor); compiling happens in the warm-up step
+        model = torch.compile(model, backend=compile_backend)  # compiling happens in the warm-up step
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
@@ -184,11 +186,13 @@ def worker(method: str, size: str, batch_size: int, steps: int, device: str, dty
     return result
 
 
-def run_all(size: str, batch: int, steps: int, device: str, dtype: str, methods: list[str]) -> list[dict]:
+def run_all(
+    size: str, batch: int, steps: int, device: str, dtype: str, methods: list[str], compile_backend: str
+) -> list[dict]:
     rows = []
     for method in methods:
         command = [sys.executable, __file__, "--worker", method, "--size", size, "--batch", str(batch)]
-        command += ["--steps", str(steps), "--device", device, "--dtype", dtype]
+        command += ["--steps", str(steps), "--device", device, "--dtype", dtype, "--compile-backend", compile_backend]
         done = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
         if done.returncode != 0:
             raise RuntimeError(f"{method} failed:\n{done.stderr[-3000:]}")
@@ -263,15 +267,19 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--json", help="write the rows and the machine to this file")
+    parser.add_argument(
+        "--compile-backend", default="inductor", help="torch.compile backend of the compiled rows (tests: aot_eager)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.size, args.batch, args.steps, args.device, args.dtype)))
+        result = worker(args.worker, args.size, args.batch, args.steps, args.device, args.dtype, args.compile_backend)
+        print(json.dumps(result))
         return
     methods = args.methods.split(",")
     if "frozen" not in methods:
         methods = ["frozen", *methods]  # every ratio is to it
-    rows = run_all(args.size, args.batch, args.steps, args.device, args.dtype, methods)
+    rows = run_all(args.size, args.batch, args.steps, args.device, args.dtype, methods, args.compile_backend)
     machine = (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     )

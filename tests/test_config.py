@@ -14,7 +14,10 @@ def test_defaults_follow_method():
     assert (config.prompt_length, config.translator_hidden_size, config.temperature) == (8, 512, 0.1)
     assert (config.hub_attention, config.memory_decay, config.head_uses_memory) == ("gated", 0.0, False)
     assert (config.head, config.head_hidden_size, config.layer_prompts, config.zero_shot_template) == (
-        "mlp", 512, False, None
+        "mlp",
+        512,
+        False,
+        None,
     )
     assert config.problem_type == "single_label_classification"
     config.resolve_layers(12, 24)
