@@ -3,7 +3,7 @@
     python benchmarks/budget.py [--num-labels 101] [--json budget.json]
 
 Prints a Markdown table: default interaction layers, trainable parameters, share of the backbone, adapter size, and
-the count with `head="linear"` (the paper's budget).
+the count with each other head (`head="linear"` is the paper's budget).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def _vit_bert() -> VisionTextDualEncoderModel:
     return VisionTextDualEncoderModel(config)
 
 
+OTHER_HEADS = ("linear", "agreement", "per_modality")
 BACKBONES = {
     "CLIP ViT-B/32": lambda: _clip(512, 768, 12, 32),
     "CLIP ViT-B/16": lambda: _clip(512, 768, 12, 16),
@@ -78,8 +79,10 @@ def budget_row(name: str, num_labels: int) -> dict:
     model = get_peft_model(base, MITPConfig(num_labels=num_labels))
     config = model.peft_config["default"]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    model.add_adapter("linear", MITPConfig(num_labels=num_labels, head="linear"))
-    linear = sum(p.numel() for p in model.base_model.mitp_adapters["linear"].parameters())
+    other_heads = {}
+    for head in OTHER_HEADS:
+        model.add_adapter(head, MITPConfig(num_labels=num_labels, head=head))
+        other_heads[head] = sum(p.numel() for p in model.base_model.mitp_adapters[head].parameters())
     return {
         "backbone": name,
         "backbone_params": backbone,
@@ -88,21 +91,24 @@ def budget_row(name: str, num_labels: int) -> dict:
         "trainable_params": trainable,
         "share_percent": 100 * trainable / backbone,
         "adapter_mb_fp32": trainable * 4 / 1e6,
-        "linear_head_params": linear,
+        "linear_head_params": other_heads["linear"],
+        "other_heads": other_heads,
     }
 
 
 def markdown(rows: list[dict], num_labels: int) -> str:
     lines = [
         f"| backbone | parameters | interaction layers (text / vision) | trainable ({num_labels} classes) "
-        "| share | adapter (fp32) | with head='linear' |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| share | adapter (fp32) | head='linear' | head='agreement' | head='per_modality' |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         layers = f"{r['text_layers']} / {r['vision_layers']}"
         lines.append(
             f"| {r['backbone']} | {r['backbone_params'] / 1e6:.1f}M | {layers} | {r['trainable_params']:,} "
-            f"| {r['share_percent']:.2f}% | {r['adapter_mb_fp32']:.1f} MB | {r['linear_head_params']:,} |"
+            f"| {r['share_percent']:.2f}% | {r['adapter_mb_fp32']:.1f} MB | "
+            + " | ".join(f"{r['other_heads'][head]:,}" for head in OTHER_HEADS)
+            + " |"
         )
     return "\n".join(lines)
 

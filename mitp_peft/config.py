@@ -218,15 +218,14 @@ class MITPConfig(PeftConfig):
             self.label2id = {v: k for k, v in self.id2label.items()}
 
     def check_built_for(self, built_for: dict[str, Any], base_model_name_or_path: Optional[str]) -> None:
-        """Record the backbone a new adapter is built for; refuse a saved adapter on a backbone that differs.
+        """Refuse a saved adapter (its `built_for` filled) on a backbone that differs from the one it was built for.
 
         Shapes decide (class, tower depths and widths, image and patch size): an adapter on a backbone of equal
         widths but other depth or patching would load without a size error and predict nonsense. A backbone of the
         same shape under another name (a fine-tuned or re-hosted copy) is only warned about.
         """
         if self.built_for is None:
-            self.built_for = built_for
-            return
+            return  # a new adapter: recorded once it is created
         shape = ("backbone", "text", "vision")
         saved = {key: self.built_for.get(key) for key in shape}
         here = {key: built_for.get(key) for key in shape}

@@ -56,13 +56,13 @@ class MITPModel(BaseTuner):
         Overridden rather than done in `_pre_injection_hook`, which peft calls for the first adapter only.
         """
         config: MITPConfig = self.peft_config[adapter_name]
-        towers = self._check_backbone(model, config)
+        towers, built_for = self._check_backbone(model, config)
         if not hasattr(self, "mitp_adapters"):
             self.mitp_adapters = nn.ModuleDict()
         self._towers: TowerPair = towers
         adapter = MITPAdapter(config, towers, device=next(model.parameters()).device)
         self.mitp_adapters[adapter_name] = adapter
-        config.built_for["adapter_parameters"] = sum(p.numel() for p in adapter.parameters())
+        config.built_for = {**built_for, "adapter_parameters": sum(p.numel() for p in adapter.parameters())}
         try:
             super().inject_adapter(
                 model,
@@ -78,7 +78,8 @@ class MITPModel(BaseTuner):
         forward.install(model, self, towers)
 
     @staticmethod
-    def _check_backbone(model: nn.Module, config: MITPConfig) -> TowerPair:
+    def _check_backbone(model: nn.Module, config: MITPConfig) -> tuple[TowerPair, dict[str, Any]]:
+        """The backbone's towers and what an adapter built for it records, or an error that names the mismatch."""
         if isinstance(model, (PeftModel, BaseTuner)):
             raise ValueError(
                 "This model already carries peft adapters. Add another MITP adapter with "
@@ -102,7 +103,7 @@ class MITPModel(BaseTuner):
                 f"prompt_length={config.prompt_length} leaves no room for text: the text tower attends over at most "
                 f"{room} tokens, and the text needs at least 2 (start and end). Choose prompt_length <= {room - 2}."
             )
-        return towers
+        return towers, built_for
 
     def _prepare_adapter_config(self, peft_config: MITPConfig, model_config: dict) -> MITPConfig:
         text, vision = self._towers

@@ -44,6 +44,11 @@ def warm_start_head(
     features, labels = [], []
     with torch.no_grad():
         for batch in batches:
+            if "labels" not in batch:
+                raise ValueError(
+                    f"warm_start_head fits the head to labels, but a batch holds only {sorted(batch)}: give it "
+                    "batches with labels, e.g. a DataLoader with MITPCollator over rows that have a label."
+                )
             batch = {key: value.to(device) for key, value in batch.items()}
             labels.append(batch.pop("labels"))
             features.append(adapter(tuner._towers, batch)[1])
