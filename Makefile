@@ -55,8 +55,17 @@ format: $(VENV)/.installed
 demo: $(VENV)/.installed fashion-mnist
 	$(PY) examples/offline_demo/run.py
 
+# The accuracy study (hours on 2 cores; resumable: runs already in benchmarks/results_accuracy.jsonl are reused).
 ablation: $(VENV)/.installed fashion-mnist
-	$(PY) examples/offline_demo/run.py --ablation
+	$(PY) benchmarks/accuracy.py --report docs/results_accuracy.md
+
+# Every stage of the study on a few samples (what CI runs, in tests/test_benchmarks.py).
+ablation-quick: $(VENV)/.installed fashion-mnist
+	$(PY) benchmarks/accuracy.py --quick --results .cache/accuracy_quick.jsonl
+
+# The study's second, stronger backbone (a 6-layer ViT pre-trained 1000 steps): once, then reused.
+backbone-large: $(VENV)/.installed fashion-mnist
+	$(PY) -m mitp_peft.demo.backbone --preset large
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .cache demo_output

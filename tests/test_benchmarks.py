@@ -2,6 +2,7 @@
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -70,3 +71,14 @@ def test_accuracy_study_quick_mode_runs_every_stage_and_resumes(tiny_backbone, t
     assert "MITP" in text and "± " in text and "vs best late fusion" in text
     again = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
     assert again.returncode == 0 and len(results.read_text().splitlines()) == expected  # resumed: nothing rerun
+
+
+def test_interaction_on_a_pretrained_text_tower_is_open_from_the_first_step(tiny_backbone):
+    """On real MiniLM weights a fresh adapter's hub lets the image move every pooled text feature by 1e-2 or more
+    (the first joint hub: 1e-5 on the demo backbone)."""
+    folder, _, _ = tiny_backbone
+    interaction = script_module("benchmarks/interaction.py")
+    changes = interaction.measure(str(folder), "gated")
+    assert len(changes["text moved by the image"]) == interaction.PAIRS
+    assert min(changes["text moved by the image"]) > 1e-2
+    assert statistics.median(changes["image moved by the text"]) > 1e-3
