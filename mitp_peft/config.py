@@ -24,8 +24,12 @@ class MITPConfig(PeftConfig):
 
     MITP appends temporal prompts to a few *interaction layers* of both towers of a frozen dual encoder, lets the
     prompts of the two modalities interact in a parameter-free, similarity-based *memory hub*, and generates the next
-    interaction layer's prompts from the hub's memory. A linear head classifies the pooled features of both towers.
-    See `docs/METHOD.md` for the design and which parts the paper states.
+    interaction layer's prompts from the hub's memory. The head (an MLP by default) classifies the pooled features of
+    both towers and their agreement in the dual encoder's own space. See `docs/METHOD.md` for the design and which
+    parts the paper states.
+
+    Recommended training (the accuracy study, `docs/results.md`): `warm_start_head` first, then AdamW at a learning
+    rate of 1e-4 (chosen on the either-or task) to 1e-3 (matching), warm-up and linear decay, batch 32.
 
     Interaction layers are paired from the top: by default the last `num_interaction_layers` layers of each tower.
     Explicit `text_layers` / `vision_layers` override that. Layer indices are checked against the backbone when the

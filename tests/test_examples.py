@@ -5,6 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import picture, tiny_clip
+from peft import get_peft_model
+
+from mitp_peft import MITPConfig
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 
@@ -21,3 +25,30 @@ def test_quickstart_runs_offline():
     assert done.returncode == 0, done.stderr[-3000:]
     assert "identical logits = True" in done.stdout
     assert "logits (4, 3)" in done.stdout
+
+
+def run_example(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+
+
+def test_quickstart_with_a_base_model_asks_for_an_image():
+    done = run_example("quickstart.py", "--base", "openai/clip-vit-base-patch16")
+    assert done.returncode == 2
+    assert "--base needs --image (and --text)" in done.stderr
+
+
+def test_predict_names_its_own_flag_when_the_base_model_is_unreachable(tmp_path):
+    model = get_peft_model(tiny_clip(), MITPConfig(num_labels=2))
+    model.peft_config["default"].base_model_name_or_path = "org/not-on-this-machine"
+    model.save_pretrained(tmp_path / "adapter")
+    picture(tmp_path / "a.png")
+    done = run_example("predict.py", str(tmp_path / "adapter"), "--image", str(tmp_path / "a.png"), "--text", "a")
+    assert done.returncode == 2
+    assert "Could not load 'org/not-on-this-machine'" in done.stderr
+    assert "pass --base '/path/to/the/base/model'" in done.stderr and "base_model_name_or_path=" not in done.stderr

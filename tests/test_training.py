@@ -49,14 +49,17 @@ def test_train_script_saves_an_adapter_that_reloads_to_the_same_metrics(food101,
     assert out.loss.item() == pytest.approx(metrics["eval_loss"], rel=1e-5)
 
 
-def run_script(script, food101, base_folder, output, *extra, launcher=(), env=None):
-    """Run an example on the Food101 folder with the tiny base; return the adapter's tensors and the metrics."""
+def run_script(script, food101, base_folder, output, *extra, launcher=(), env=None, log=None):
+    """Run an example on the Food101 folder with the tiny base; return the adapter's tensors and the metrics (and
+    append what it logged to `log`, when given)."""
     command = [*launcher] if launcher else [sys.executable]
     command += [str(ROOT / "examples" / script), "--dataset", "food101", "--data_dir", str(food101)]
     command += ["--base_model", str(base_folder), "--output_dir", str(output), "--num_interaction_layers", "2", *extra]
     environment = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **(env or {}))
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
     assert done.returncode == 0, done.stderr[-4000:]
+    if log is not None:
+        log.append(done.stderr)
     return load_file(output / "adapter_model.safetensors"), json.loads((output / "metrics.json").read_text())
 
 
@@ -109,13 +112,19 @@ def test_accumulating_two_micro_batches_equals_one_batch(food101, base_folder, t
 
 @pytest.mark.slow
 def test_resumed_run_ends_with_the_same_adapter(food101, base_folder, tmp_path):
-    """4 steps of 2 samples over 6 training samples (the resume point and an epoch boundary inside)."""
+    """4 steps of 2 samples over 6 training samples (the resume point and an epoch boundary inside), resumed from a
+    renamed checkpoint folder (the step is read from the checkpoint, not its name); the training loss is logged."""
     steps = ("--max_steps", "4", "--per_device_train_batch_size", "2", "--checkpointing_steps", "2", "--cpu")
-    straight, _ = run_script("train_accelerate.py", food101, base_folder, tmp_path / "a", *steps)
-    checkpoint = tmp_path / "a" / "step_2"
+    log = []
+    straight, _ = run_script("train_accelerate.py", food101, base_folder, tmp_path / "a", *steps,
+                             "--logging_steps", "1", log=log)  # fmt: skip
+    assert [f"step {n}: training loss" in log[0] for n in range(1, 5)] == [True] * 4
+    checkpoint = tmp_path / "my checkpoint"
+    (tmp_path / "a" / "step_2").rename(checkpoint)
     assert load_file(checkpoint / "model.safetensors").keys() == straight.keys()  # the adapter, not the backbone
     resumed, _ = run_script("train_accelerate.py", food101, base_folder, tmp_path / "b", *steps,
-                            "--resume_from_checkpoint", str(checkpoint))  # fmt: skip
+                            "--resume_from_checkpoint", str(checkpoint), log=log)  # fmt: skip
+    assert "after 2 optimizer steps" in log[1]
     assert_same(resumed, straight)
 
 
