@@ -53,6 +53,8 @@ def warm_start_head(
             labels.append(batch.pop("labels"))
             features.append(adapter(tuner._towers, batch)[1])
     tuner.model.train(was_training)
+    if not features:
+        raise ValueError("warm_start_head got no batches: give it the training batches (with labels).")
     columns = {
         field: torch.cat([getattr(f, field) for f in features]) if getattr(features[0], field) is not None else None
         for field in HeadInputs._fields

@@ -93,3 +93,5 @@ def test_warm_start_needs_labels():
     model = get_peft_model(tiny_clip(), MITPConfig(num_labels=3))
     with pytest.raises(ValueError, match=r"fits the head to labels, but a batch holds only \['attention_mask'"):
         mitp_peft.warm_start_head(model, [make_inputs()])
+    with pytest.raises(ValueError, match="warm_start_head got no batches"):
+        mitp_peft.warm_start_head(model, [])
