@@ -69,6 +69,9 @@ def test_accuracy_study_quick_mode_runs_every_stage_and_resumes(tiny_backbone, t
     expected = sum(len(row.grid) + len(row.seeds) - 1 for row in rows)
     assert len(results.read_text().splitlines()) == expected
     assert "MITP" in text and "± " in text and "vs best late fusion" in text
+    summary = next(line for line in text.splitlines() if line.startswith("| demo, either_or |"))
+    mitp_row = next(line for line in text.splitlines() if line.startswith("| MITP (defaults) |"))
+    assert summary.split(" | ")[-1].strip("*| ") == mitp_row.split(" | ")[4]  # the summary's MITP cell is its test
     again = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
     assert again.returncode == 0 and len(results.read_text().splitlines()) == expected  # resumed: nothing rerun
 
