@@ -137,7 +137,7 @@ def build_method(method: str, size: str, device: str, dtype: torch.dtype, batch:
     if method == "pmf_style":
         return PMFStyle(backbone, NUM_LABELS).to(device), batch
     if method == "mitp_checkpointing":
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model = get_peft_model(backbone, MITPConfig(num_labels=NUM_LABELS))
     if method == "mitp_cached":
         states = extract_states(model, batch)

@@ -60,7 +60,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(inputs, use_reentrant):
 
     torch.manual_seed(0)
     base = tiny_clip()
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
     checkpointed = mitp(base).train()
     checkpointed.load_state_dict(plain.state_dict())
     recomputed = []
@@ -77,7 +77,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(inputs, use_reentrant):
 def test_extraction_layers_are_not_checkpointed(inputs, recwarn):
     """Below the first interaction layer nothing needs gradients: checkpointing there would only warn."""
     base = tiny_clip()
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
     model = mitp(base).train()
     model(**inputs, labels=LABELS).loss.backward()
     assert not [w for w in recwarn if "requires_grad" in str(w.message)]
