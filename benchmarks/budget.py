@@ -91,7 +91,6 @@ def budget_row(name: str, num_labels: int) -> dict:
         "trainable_params": trainable,
         "share_percent": 100 * trainable / backbone,
         "adapter_mb_fp32": trainable * 4 / 1e6,
-        "linear_head_params": other_heads["linear"],
         "other_heads": other_heads,
     }
 

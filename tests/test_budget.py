@@ -72,12 +72,12 @@ def test_budget_table_script():
 
     rows = {name: budget.budget_row(name, 101) for name in ("CLIP ViT-L/14", "ViT-B/16 + BERT-base (PMF)")}
     assert rows["CLIP ViT-L/14"]["trainable_params"] == 3_207_013
-    assert rows["CLIP ViT-L/14"]["linear_head_params"] == 2_025_061
+    assert rows["CLIP ViT-L/14"]["other_heads"]["linear"] == 2_025_061
     assert rows["CLIP ViT-L/14"]["backbone_params"] == 427_616_513
     assert rows["CLIP ViT-L/14"]["vision_layers"] == [20, 21, 22, 23]
     # ViT-B + BERT-base: 8 x 768 prompt, two 768 <-> 512 translators, head on two 768-wide poolers.
     shared = 8 * 768 + 2 * (768 * 512 + 512 + 512 * 768 + 768)
-    assert rows["ViT-B/16 + BERT-base (PMF)"]["linear_head_params"] == shared + (768 + 768) * 101 + 101
+    assert rows["ViT-B/16 + BERT-base (PMF)"]["other_heads"]["linear"] == shared + (768 + 768) * 101 + 101
     mlp = (768 + 768 + 512) * 512 + 512 + 512 * 101 + 101  # the dual encoder's projections are 512 wide
     assert rows["ViT-B/16 + BERT-base (PMF)"]["trainable_params"] == shared + mlp
     table = budget.markdown(list(rows.values()), 101)
