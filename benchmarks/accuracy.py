@@ -61,6 +61,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "per-modality heads": {"head": "per_modality"},
     "per-layer prompts": {"layer_prompts": True},
     "K=2": {"num_interaction_layers": 2},
+    "M=16": {"prompt_length": 16},
     "temperature 1.0": {"temperature": 1.0},
     "no warm start": {"warm_start": False},
 }
