@@ -238,6 +238,11 @@ def summarize(study: Study, backbone: str, task: str, row: Row) -> dict:
     }
 
 
+def has_default(summaries: list[dict]) -> bool:
+    """Whether a table's MITP default row is measured (tables without it are not reported)."""
+    return any(s["name"] == "MITP (defaults)" for s in summaries)
+
+
 def summarize_done(study: Study, backbone: str, task: str, rows: list[Row]) -> list[dict]:
     """The rows whose every run is in the results file, in order, stopping at the first incomplete one."""
     summaries = []
@@ -314,7 +319,7 @@ def summary(tables: dict) -> str:
         "|---|" + "---:|" * len(SUMMARY_COLUMNS),
     ]
     for (backbone, task), summaries in tables.items():
-        if all(s["name"] != "MITP (defaults)" for s in summaries):
+        if not has_default(summaries):
             continue
         cells = []
         for _, prefix in SUMMARY_COLUMNS:
@@ -424,7 +429,7 @@ def main() -> None:
         if not args.backbones and not args.report_only and backbone not in built:
             build_backbone(preset_dir(backbone), PRESETS[backbone])  # once; reused while its recipe is unchanged
             built.add(backbone)
-        rows = baseline_rows(task_parts(task)[0], args.epochs, QUICK if args.quick else Budget())
+        rows = baseline_rows(task_parts(task)[0], args.epochs, budget)
         tables[backbone, task] = summarize_done(study, backbone, task, rows) if args.report_only else run_table(
             study, backbone, task, rows)  # fmt: skip
         if index == variants_after:
@@ -432,7 +437,7 @@ def main() -> None:
     sections.append(summary(tables))
     print(f"\n{sections[-1]}\n", flush=True)
     for (backbone, task), summaries in tables.items():
-        if not summaries or all(s["name"] != "MITP (defaults)" for s in summaries):
+        if not has_default(summaries):
             continue
         table = markdown(backbone, task, summaries, task_parts(task)[0] == "multi_label")
         checks = "\n".join(f"- {line}" for line in verdicts(task, summaries))

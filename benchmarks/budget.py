@@ -82,7 +82,7 @@ def budget_row(name: str, num_labels: int) -> dict:
     other_heads = {}
     for head in OTHER_HEADS:
         model.add_adapter(head, MITPConfig(num_labels=num_labels, head=head))
-        other_heads[head] = sum(p.numel() for p in model.base_model.mitp_adapters[head].parameters())
+        other_heads[head] = model.base_model.mitp_adapters[head].num_parameters
     return {
         "backbone": name,
         "backbone_params": backbone,

@@ -230,9 +230,10 @@ def markdown(rows: list[dict], title: str) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        adapter = "-" if r["method"].startswith("frozen") else f"{r['adapter_bytes'] / 1e6:.1f} MB"
-        train = "-" if r["method"].startswith("frozen") else f"{r['train_s']:.2f} s ({r['train_ratio']:.2f}x)"
-        train_rate = "-" if r["method"].startswith("frozen") else f"{r['train_samples_per_s']:.1f}"
+        frozen = r["method"].startswith("frozen")  # nothing trains
+        adapter = "-" if frozen else f"{r['adapter_bytes'] / 1e6:.1f} MB"
+        train = "-" if frozen else f"{r['train_s']:.2f} s ({r['train_ratio']:.2f}x)"
+        train_rate = "-" if frozen else f"{r['train_samples_per_s']:.1f}"
         lines.append(
             f"| {DESCRIPTIONS[r['method']]} | {r['trainable_params']:,} | {adapter} "
             f"| {r['peak_bytes'] / 2**30:.2f} GiB ({r['peak_ratio']:.2f}x) | {train} | {train_rate} "

@@ -29,14 +29,18 @@ def relative_change(changed: torch.Tensor, reference: torch.Tensor) -> list[floa
     return ((changed - reference).norm(dim=-1) / reference.norm(dim=-1)).tolist()
 
 
+def either_or_pairs(folder: str) -> tuple[dict, dict]:
+    """Two batches of PAIRS either-or test pairs, as model inputs of the backbone in `folder`."""
+    split = load_data("either_or", AutoProcessor.from_pretrained(folder)).splits["test"]
+    return split.batch(torch.arange(PAIRS)), split.batch(torch.arange(PAIRS, 2 * PAIRS))
+
+
 @torch.no_grad()
-def measure(folder: str, hub_attention: str, seed: int = 0) -> dict[str, list[float]]:
-    processor = AutoProcessor.from_pretrained(folder)
-    split = load_data("either_or", processor).splits["test"]
+def measure(folder: str, hub_attention: str, pairs: tuple[dict, dict], seed: int = 0) -> dict[str, list[float]]:
     torch.manual_seed(seed)
     model = get_peft_model(AutoModel.from_pretrained(folder), MITPConfig(num_labels=2, hub_attention=hub_attention))
     model.eval()
-    first, second = split.batch(torch.arange(PAIRS)), split.batch(torch.arange(PAIRS, 2 * PAIRS))
+    first, second = pairs
     other_image = dict(first, pixel_values=second["pixel_values"])
     other_text = dict(second, pixel_values=first["pixel_values"])
     reference = model(**first)
@@ -57,8 +61,9 @@ def main() -> None:
         if not (folder / "config.json").exists():
             print(f"| {preset} | (not built: make backbone-large) | | | |")
             continue
+        pairs = either_or_pairs(str(folder))
         for hub in HUB_ATTENTIONS:
-            for direction, changes in measure(str(folder), hub).items():
+            for direction, changes in measure(str(folder), hub, pairs).items():
                 print(f"| {preset} | {hub} | {direction} | {min(changes):.1e} | {statistics.median(changes):.1e} |")
 
 

@@ -54,6 +54,11 @@ class MITPAdapter(nn.Module):
         )
         self.head = self.new_head(config, towers, device)
 
+    @property
+    def num_parameters(self) -> int:
+        """Everything the adapter trains and saves (recorded in the config's `built_for` for the card)."""
+        return sum(p.numel() for p in self.parameters())
+
     @staticmethod
     def new_head(config: MITPConfig, towers: TowerPair, device: Optional[torch.device] = None) -> MITPHead:
         text, vision = towers

@@ -62,7 +62,7 @@ class MITPModel(BaseTuner):
         self._towers: TowerPair = towers
         adapter = MITPAdapter(config, towers, device=next(model.parameters()).device)
         self.mitp_adapters[adapter_name] = adapter
-        config.built_for = {**built_for, "adapter_parameters": sum(p.numel() for p in adapter.parameters())}
+        config.built_for = {**built_for, "adapter_parameters": adapter.num_parameters}
         try:
             super().inject_adapter(
                 model,

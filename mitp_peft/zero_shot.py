@@ -49,4 +49,4 @@ def init_head_zero_shot(model: PeftModel | MITPModel, tokenizer: Any, template: 
     adapter.head = MITPAdapter.new_head(config, tuner._towers, device).to(old.dtype)
     adapter.head.start_from_zero_shot(class_embeds, *similarity_scale(tuner.model))
     adapter.head.requires_grad_(next(old.parameters()).requires_grad)
-    config.built_for["adapter_parameters"] = sum(p.numel() for p in adapter.parameters())
+    config.built_for["adapter_parameters"] = adapter.num_parameters

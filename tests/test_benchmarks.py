@@ -81,7 +81,7 @@ def test_interaction_on_a_pretrained_text_tower_is_open_from_the_first_step(tiny
     (the first joint hub: 1e-5 on the demo backbone)."""
     folder, _, _ = tiny_backbone
     interaction = script_module("benchmarks/interaction.py")
-    changes = interaction.measure(str(folder), "gated")
+    changes = interaction.measure(str(folder), "gated", interaction.either_or_pairs(str(folder)))
     assert len(changes["text moved by the image"]) == interaction.PAIRS
     assert min(changes["text moved by the image"]) > 1e-2
     assert statistics.median(changes["image moved by the text"]) > 1e-3

@@ -5,36 +5,28 @@ import subprocess
 import sys
 
 import pytest
-from conftest import picture, tiny_clip
+from conftest import ROOT, picture, tiny_clip
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig
 
-ROOT = os.path.dirname(os.path.dirname(__file__))
+
+def run_example(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
 
 
 @pytest.mark.slow
 def test_quickstart_runs_offline():
-    done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", "quickstart.py")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
-    )
+    done = run_example("quickstart.py")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "identical logits = True" in done.stdout
     assert "logits (4, 3)" in done.stdout
-
-
-def run_example(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", script), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
-    )
 
 
 def test_quickstart_with_a_base_model_asks_for_an_image():
