@@ -15,6 +15,8 @@ from transformers import (
     ChineseCLIPModel,
     CLIPVisionConfig,
     DeiTConfig,
+    Dinov2Config,
+    Dinov2WithRegistersConfig,
     RobertaConfig,
     Siglip2Config,
     Siglip2Model,
@@ -32,6 +34,8 @@ TEXT.update(max_position_embeddings=40)
 SIGLIP_TEXT = dict(TEXT, projection_size=48, bos_token_id=2, eos_token_id=VOCAB - 1, pad_token_id=1)
 VISION = dict(hidden_size=48, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4)
 VISION.update(image_size=32, patch_size=8)
+# DINOv2 sizes its MLP by mlp_ratio; its position table is interpolated to any image size (here 4 x 4 patches).
+DINOV2 = dict(hidden_size=48, mlp_ratio=2, num_hidden_layers=6, num_attention_heads=4, image_size=32, patch_size=8)
 
 
 class Family(NamedTuple):
@@ -88,6 +92,21 @@ FAMILIES: dict[str, Family] = {
     "clip-vision+bert": Family(
         lambda: vtde(CLIPVisionConfig(**VISION), BertConfig(**TEXT)), 0, images, has_token_types=True
     ),
+    "dinov2+bert": Family(
+        lambda: vtde(Dinov2Config(**DINOV2), BertConfig(**TEXT)),
+        0,
+        images,
+        has_token_types=True,
+    ),
+    "dinov2-registers+bert": Family(
+        lambda: vtde(
+            Dinov2WithRegistersConfig(**DINOV2, num_register_tokens=2),
+            BertConfig(**TEXT),
+        ),
+        0,
+        images,
+        has_token_types=True,
+    ),
 }
 
 
@@ -103,13 +122,14 @@ def build(name: str, seed: int = 0, initializer_range: Optional[float] = None) -
     torch.manual_seed(seed)
     if initializer_range is None:
         return FAMILIES[name].build().eval()
-    saved = [dict(config) for config in (TEXT, VISION)]
-    for config in (TEXT, VISION):  # the builders read these module-level configs when called
+    configs = (TEXT, VISION, DINOV2)
+    saved = [dict(config) for config in configs]
+    for config in configs:  # the builders read these module-level configs when called
         config["initializer_range"] = initializer_range
     try:
         return FAMILIES[name].build().eval()
     finally:
-        for config, original in zip((TEXT, VISION), saved, strict=True):
+        for config, original in zip(configs, saved, strict=True):
             config.clear()
             config.update(original)
 

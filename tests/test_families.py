@@ -197,3 +197,22 @@ def test_a_tower_without_the_pooler_the_dual_encoder_uses_is_refused():
     )
     with pytest.raises(ValueError, match="BertModel has no pooler, but VisionTextDualEncoderModel pools text with it"):
         get_peft_model(model, MITPConfig(num_labels=2))
+
+
+@pytest.mark.parametrize("name", ["dinov2+bert", "dinov2-registers+bert"])
+def test_dinov2_takes_any_image_size_that_is_a_multiple_of_its_patch(name):
+    """DINOv2 interpolates its position table to the image: 40 px images (5 x 5 patches of 8, against the table's
+    4 x 4) pool as the dual encoder pools them, and MITP runs on them."""
+    model = build(name)
+    inputs = dict(
+        family_inputs(name), pixel_values=torch.randn(3, 3, 40, 40, generator=torch.Generator().manual_seed(2))
+    )
+    vision = resolve_towers(model).vision
+    registers = getattr(model.vision_model.config, "num_register_tokens", 0)
+    with torch.no_grad():
+        state = vision.embed(inputs)
+        assert state.hidden.shape[1] == 1 + registers + 25
+        got = as_embeds(model, "vision", vision.features(inputs))
+        torch.testing.assert_close(got, model(**inputs).image_embeds, rtol=0, atol=2e-6)
+    adapted = get_peft_model(model, MITPConfig(num_labels=3))
+    assert adapted(**inputs).logits.shape == (3, 3)
