@@ -4,6 +4,8 @@
 `PeftModel.from_pretrained` and `AutoPeftModel.from_pretrained` know it.
 """
 
+import importlib
+
 from .adapter import MITPAdapter
 from .config import MITPConfig
 from .head import MITPHead, MITPOutput
@@ -14,12 +16,22 @@ from .peft_type import MITP_PEFT_TYPE
 from .prediction import predict
 from .registration import register
 from .sharing import describe_training, from_pretrained, push_to_hub
+from .version import __version__ as __version__
 from .warm_start import warm_start_head
 from .zero_shot import init_head_zero_shot
 
 register()
 
-__version__ = "0.2.0"
+# Submodules with heavier imports (datasets, evaluate), loaded on first use: mitp_peft.data, mitp_peft.metrics, ...
+_LAZY = ("arguments", "data", "extraction", "metrics")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 
 __all__ = [
     "MITP_PEFT_TYPE",

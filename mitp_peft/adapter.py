@@ -9,7 +9,7 @@ from torch import nn
 
 from .config import MITPConfig
 from .engine import encode
-from .head import HeadInputs, MITPHead
+from .head import HeadInputs, MITPHead, build_head
 from .hub import MemoryHub
 from .towers import TowerPair
 
@@ -33,6 +33,7 @@ class MITPAdapter(nn.Module):
         self.text_layers = list(config.text_layers)
         self.vision_layers = list(config.vision_layers)
         self.head_uses_memory = config.head_uses_memory
+        self.prompt_length = config.prompt_length
         shape = (config.prompt_length, text.hidden_size)
         self.prompt = nn.Parameter(torch.randn(shape, device=device) * config.prompt_init_std)
         if config.layer_prompts:
@@ -50,9 +51,12 @@ class MITPAdapter(nn.Module):
             config.temperature,
             config.hub_attention,
             config.memory_decay,
+            config.hub_reads,
             device,
         )
         self.head = self.new_head(config, towers, device)
+        self.head_fitted = False
+        """Whether `warm_start_head` has fitted this head (then `init_head_zero_shot` would throw the fit away)."""
 
     @property
     def num_parameters(self) -> int:
@@ -62,7 +66,7 @@ class MITPAdapter(nn.Module):
     @staticmethod
     def new_head(config: MITPConfig, towers: TowerPair, device: Optional[torch.device] = None) -> MITPHead:
         text, vision = towers
-        return MITPHead(
+        return build_head(
             config.head,
             text_size=text.pooled_size,
             vision_size=vision.pooled_size,

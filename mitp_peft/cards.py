@@ -19,15 +19,14 @@ CHECKOUT_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / TEMPLA
 MAX_LISTED_LABELS = 40
 # The hub has no task for classifying image-text pairs; image classification is the nearest one it indexes.
 PIPELINE_TAG = "image-classification"
-# Settings the card shows elsewhere (the labels) or that would only repeat others at length (the module names).
-NOT_LISTED = ("id2label", "label2id", "target_modules", "built_for")
 
 
 def render_card(config: PeftConfig, settings: dict[str, Any]) -> ModelCard:
     """The card of a created MITP adapter (from its `MITPConfig`): metadata the hub indexes, usage that works as
     written, every MITP setting, results, citation.
 
-    `settings` are MITPConfig's own fields with their values. The rest comes from the config alone: `built_for`
+    `settings` are the MITPConfig fields the card lists (its method settings and what came from the data), with
+    their values. The rest comes from the config alone: `built_for`
     (the backbone and the adapter's size) and `card_info`, which `mitp_peft.describe_training` fills with `dataset`
     (a hub id or name), `metrics` ({name: value}), `training` ({setting: value}) and `repo_id` (where the adapter is
     shared; the usage snippet names it).
@@ -71,6 +70,7 @@ def render_card(config: PeftConfig, settings: dict[str, Any]) -> ModelCard:
         card_data,
         template_str=template,
         model_name=model_name,
+        version=built_for.get("mitp_peft_version", "(version not recorded)"),
         repo_id=repo_id,
         base_model=base,
         base_model_link=_hub_link(base),
@@ -85,7 +85,7 @@ def render_card(config: PeftConfig, settings: dict[str, Any]) -> ModelCard:
         results=[(name, _format(value)) for name, value in metrics.items()],
         labels=labels[:MAX_LISTED_LABELS],
         more_labels=max(0, len(labels) - MAX_LISTED_LABELS),
-        settings=[(name, value) for name, value in settings.items() if name not in NOT_LISTED],
+        settings=list(settings.items()),
         training=sorted((info.get("training") or {}).items()),
     )
 

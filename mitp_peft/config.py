@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import os
-import warnings
-from dataclasses import MISSING, Field, dataclass, field, fields, make_dataclass
-from typing import Any, Literal, Optional, get_type_hints
+from dataclasses import Field, dataclass, field, fields
+from typing import Any, Literal, Optional
 
 from peft import PeftConfig
 
 from .cards import render_card
 from .head import HEADS
-from .hub import HUB_ATTENTIONS
+from .hub import HUB_ATTENTIONS, HUB_READS
 from .peft_type import MITP_PEFT_TYPE
 
 DEFAULT_NUM_INTERACTION_LAYERS = 4
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
+# The roles of MITPConfig's fields (their metadata's "role"; see `mitp_fields`).
+SETTING, DATA, LABELS, RECORD = "setting", "data", "labels", "record"
 
 
 @dataclass
@@ -28,8 +29,8 @@ class MITPConfig(PeftConfig):
     both towers and their agreement in the dual encoder's own space. See `docs/METHOD.md` for the design and which
     parts the paper states.
 
-    Recommended training (the accuracy study, `docs/results.md`): `warm_start_head` first, then AdamW at a learning
-    rate of 1e-4 (chosen on the either-or task) to 1e-3 (matching), warm-up and linear decay, batch 32.
+    Recommended training: `warm_start_head` first, then AdamW with warm-up and linear decay; the learning rates the
+    accuracy study chose per task are in `docs/results.md`.
 
     Interaction layers are paired from the top: by default the last `num_interaction_layers` layers of each tower.
     Explicit `text_layers` / `vision_layers` override that. Layer indices are checked against the backbone when the
@@ -61,6 +62,14 @@ class MITPConfig(PeftConfig):
             "similar that is; 'cross': adds what it reads, ungated and unnormalized (an ablation). See MemoryHub."
         },
     )
+    hub_reads: Literal["prompts", "tokens"] = field(
+        default="prompts",
+        metadata={
+            "help": "What each prompt reads of the other modality in the hub: 'prompts', the other tower's prompt "
+            "outputs; 'tokens', also its whole token stream at that layer (padding masked), so the text can find "
+            "the patches that resemble what it names."
+        },
+    )
     memory_decay: float = field(
         default=0.0, metadata={"help": "Share of the previous layer's memory carried into the next, in [0, 1)."}
     )
@@ -74,13 +83,9 @@ class MITPConfig(PeftConfig):
             "the prompts the hub generates: K * prompt_length * (text width + vision width) more parameters."
         },
     )
-    head: Literal["linear", "agreement", "per_modality", "mlp"] = field(
+    head: str = field(
         default="mlp",
-        metadata={
-            "help": "'linear': one linear layer on both towers' pooled features; 'agreement': also the element-wise "
-            "product of the dual encoder's normalized image and text embeddings (lets the head tell whether image "
-            "and text fit); 'per_modality': one linear layer per tower, logits averaged (as PMF)."
-        },
+        metadata={"help": "The classification head: " + "; ".join(f"'{k}': {h.summary()}" for k, h in HEADS.items())},
     )
     head_hidden_size: int = field(
         default=512, metadata={"help": "Hidden width of the 'mlp' head (the other heads have no hidden layer)."}
@@ -93,23 +98,32 @@ class MITPConfig(PeftConfig):
         },
     )
     prompt_init_std: float = field(default=0.02, metadata={"help": "Std of the Gaussian initial text prompt."})
-    num_labels: Optional[int] = field(default=None, metadata={"help": "Number of classes (or labels). Required."})
+    num_labels: Optional[int] = field(
+        default=None, metadata={"help": "Number of classes (or labels). Required.", "role": DATA}
+    )
     problem_type: str = field(
         default="single_label_classification",
-        metadata={"help": "'single_label_classification' (cross-entropy) or 'multi_label_classification' (BCE)."},
+        metadata={
+            "help": "'single_label_classification' (cross-entropy) or 'multi_label_classification' (BCE).",
+            "role": DATA,
+        },
     )
-    id2label: Optional[dict[int, str]] = field(default=None, metadata={"help": "Class index to name."})
-    label2id: Optional[dict[str, int]] = field(default=None, metadata={"help": "Class name to index."})
+    id2label: Optional[dict[int, str]] = field(default=None, metadata={"help": "Class index to name.", "role": LABELS})
+    label2id: Optional[dict[str, int]] = field(default=None, metadata={"help": "Class name to index.", "role": LABELS})
     target_modules: Optional[list[str]] = field(
         default=None,
-        metadata={"help": "Filled in when the adapter is created: the interaction layers' module names. Don't set."},
+        metadata={
+            "help": "Filled in when the adapter is created: the interaction layers' module names. Don't set.",
+            "role": RECORD,
+        },
     )
     built_for: Optional[dict[str, Any]] = field(
         default=None,
         metadata={
             "help": "Filled in when the adapter is created: the backbone it was built for (class, parameters, each "
             "tower's depth and width, image and patch size) and its own parameter count. Loading it onto a "
-            "backbone that differs is refused. Don't set."
+            "backbone that differs is refused. Don't set.",
+            "role": RECORD,
         },
     )
 
@@ -136,6 +150,8 @@ class MITPConfig(PeftConfig):
             raise ValueError(f"prompt_init_std must be > 0, got {self.prompt_init_std!r}.")
         if self.hub_attention not in HUB_ATTENTIONS:
             raise ValueError(f"hub_attention must be one of {HUB_ATTENTIONS}, got {self.hub_attention!r}.")
+        if self.hub_reads not in HUB_READS:
+            raise ValueError(f"hub_reads must be one of {HUB_READS}, got {self.hub_reads!r}.")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}.")
         if self.zero_shot_template is not None and "{}" not in self.zero_shot_template:
@@ -160,7 +176,7 @@ class MITPConfig(PeftConfig):
         """
         super().save_pretrained(save_directory, **kwargs)
         if self.built_for is not None:
-            settings = {f.name: getattr(self, f.name) for f in mitp_fields()}
+            settings = {f.name: getattr(self, f.name) for f in mitp_fields(SETTING, DATA)}
             render_card(self, settings).save(os.path.join(save_directory, "README.md"))
 
     def _check_layers(self) -> None:
@@ -199,6 +215,12 @@ class MITPConfig(PeftConfig):
                 raise ValueError(f"{name} must be increasing (pairs run bottom-up), got {layers}.")
 
     def _check_labels(self) -> None:
+        if self.num_labels == 1 and self.problem_type == "single_label_classification":
+            raise ValueError(
+                "num_labels=1 with single_label_classification is a softmax over one class: its loss is always 0 and "
+                "nothing trains. For a binary task use num_labels=2 (two classes, cross-entropy), or "
+                "problem_type='multi_label_classification' with num_labels=1 (one sigmoid, binary cross-entropy)."
+            )
         if self.id2label is not None:
             # JSON turns integer keys into strings; restore them, as transformers' configs do.
             self.id2label = {int(k): v for k, v in self.id2label.items()}
@@ -206,6 +228,13 @@ class MITPConfig(PeftConfig):
                 raise ValueError(
                     f"id2label must map exactly the indices 0..{self.num_labels - 1} (num_labels={self.num_labels}), "
                     f"got keys {sorted(self.id2label)}."
+                )
+            names = list(self.id2label.values())
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise ValueError(
+                    f"id2label names {repeated} for more than one class ({self.id2label}): label2id could not tell "
+                    "them apart. Give each class its own name."
                 )
         if self.label2id is not None:
             self.label2id = {k: int(v) for k, v in self.label2id.items()}
@@ -221,106 +250,20 @@ class MITPConfig(PeftConfig):
         if self.id2label is not None and self.label2id is None:
             self.label2id = {v: k for k, v in self.id2label.items()}
 
-    def check_built_for(self, built_for: dict[str, Any], base_model_name_or_path: Optional[str]) -> None:
-        """Refuse a saved adapter (its `built_for` filled) on a backbone that differs from the one it was built for.
-
-        Shapes decide (class, tower depths and widths, image and patch size): an adapter on a backbone of equal
-        widths but other depth or patching would load without a size error and predict nonsense. A backbone of the
-        same shape under another name (a fine-tuned or re-hosted copy) is only warned about.
-        """
-        if self.built_for is None:
-            return  # a new adapter: recorded once it is created
-        shape = ("backbone", "text", "vision")
-        saved = {key: self.built_for.get(key) for key in shape}
-        here = {key: built_for.get(key) for key in shape}
-        if saved != here:
-            differ = [
-                f"{key}: {_shape(saved[key])} (adapter) vs {_shape(here[key])} (this backbone)"
-                for key in shape
-                if saved[key] != here[key]
-            ]
-            raise ValueError(
-                f"This MITP adapter was built for another backbone ({self.base_model_name_or_path or 'unnamed'}), "
-                f"not this one ({base_model_name_or_path or 'unnamed'}): {'; '.join(differ)}. Load it onto the "
-                "backbone it names (mitp_peft.from_pretrained does), or train an adapter for this one."
-            )
-        names = (self.base_model_name_or_path, base_model_name_or_path)
-        if all(names) and names[0] != names[1]:
-            warnings.warn(
-                f"This MITP adapter was trained on {names[0]!r} and is loaded onto {names[1]!r}, a backbone of the "
-                "same shape: its prompts and head only fit weights like the ones they were trained with.",
-                stacklevel=3,
-            )
-
-    def resolve_layers(self, num_text_layers: int, num_vision_layers: int) -> None:
-        """Fix the interaction layers against a backbone with the given tower depths, or explain why they don't fit."""
-        if self.text_layers is None:
-            k = self.num_interaction_layers or DEFAULT_NUM_INTERACTION_LAYERS
-            most = min(num_text_layers, num_vision_layers)
-            if k > most:
-                raise ValueError(
-                    f"num_interaction_layers={k} exceeds the backbone: its text tower has {num_text_layers} layers "
-                    f"and its vision tower {num_vision_layers}; choose at most {most}."
-                )
-            self.text_layers = list(range(num_text_layers - k, num_text_layers))
-            self.vision_layers = list(range(num_vision_layers - k, num_vision_layers))
-        for name, layers, depth in (
-            ("text_layers", self.text_layers, num_text_layers),
-            ("vision_layers", self.vision_layers, num_vision_layers),
-        ):
-            outside = [i for i in layers if i >= depth]
-            if outside:
-                raise ValueError(
-                    f"{name} {layers} names layer(s) {outside} outside the backbone: its {name.split('_')[0]} tower "
-                    f"has {depth} layers, so indices must be in 0..{depth - 1}."
-                )
-        self.num_interaction_layers = len(self.text_layers)
-
-
-def _shape(value: Any) -> str:
-    """A tower's recorded shape in words ("5 layers, width 32, ..."), or the recorded value itself."""
-    if not isinstance(value, dict):
-        return str(value)
-    words = {"layers": "{} layers", "width": "width {}", "max_position_embeddings": "{} positions"}
-    words.update(image_size="image size {}", patch_size="patch size {}")
-    return ", ".join(words[key].format(value[key]) for key in words if key in value)
-
 
 def _check_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
-# MITPConfig fields that training scripts take from the data (labels) or that the adapter fills in itself.
-FROM_DATA = ("num_labels", "problem_type", "id2label", "label2id")
-FILLED_IN = ("target_modules",)
+def mitp_fields(*roles: str) -> list[Field]:
+    """The fields MITPConfig adds to peft's PeftConfig (those of the given roles, or all): the settings of the method,
+    documented in their help.
 
-
-def mitp_fields() -> list[Field]:
-    """The fields MITPConfig adds to peft's PeftConfig: the settings of the method, documented in their help."""
+    Each field's `role` (metadata): `setting` (a choice of the method: scripts take it as a flag, the card lists it),
+    `data` (taken from the data: the card lists it), `labels` (the label names, from the data: the card shows them
+    in a section of their own), `record` (filled in when the adapter is created: never set by hand).
+    """
     inherited = {f.name for f in fields(PeftConfig)}
-    return [f for f in fields(MITPConfig) if f.name not in inherited]
-
-
-def _arguments() -> type:
-    """A dataclass of MITPConfig's settings for `HfArgumentParser`, generated so scripts never repeat a default."""
-    hints = get_type_hints(MITPConfig)
-    settings = [f for f in mitp_fields() if f.name not in FROM_DATA + FILLED_IN]
-    arguments = make_dataclass(
-        "MITPArguments",
-        [
-            (
-                f.name,
-                hints[f.name],
-                field(default=f.default if f.default is not MISSING else None, metadata=f.metadata),
-            )
-            for f in settings
-        ],
-    )
-    arguments.__module__ = __name__
-    return arguments
-
-
-MITPArguments = _arguments()
-"""MITPConfig's method settings (everything but the labels, which come from the data) as a dataclass for
-`transformers.HfArgumentParser`, with MITPConfig's defaults and help texts."""
+    own = [f for f in fields(MITPConfig) if f.name not in inherited]
+    return [f for f in own if not roles or f.metadata.get("role", SETTING) in roles]

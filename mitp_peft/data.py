@@ -2,7 +2,9 @@
 
 Every reader returns a `datasets.DatasetDict` with `image`, `text` and `label` (single-label, a `ClassLabel`) or
 `labels` (multi-label, a list of `ClassLabel` indices) columns. Bad data stops with an error naming the file and the
-row; samples that a dataset's convention drops (MM-IMDB movies without any of the 23 genres) are counted in the log.
+row (with `verify_images=True`, the default, every image is decoded once, which takes minutes for 100,000 photos;
+without it a broken image fails only when training reaches its row); samples that a dataset's convention
+drops (MM-IMDB movies without any of the 23 genres) are counted in the log.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import datasets
-import torch
 from PIL import Image
+
+from .collator import MITPCollator  # noqa: F401  (the readers' rows go through it: importable from here too)
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +138,13 @@ def load_pairs(
             missing = [c for c in (image_column, text_column, label_column) if c not in record]
             if missing:
                 raise ValueError(f"{table}, row {number}: missing column(s) {missing}; it has {sorted(record)}.")
+    for split, table in tables.items():
+        for number, record in records[split]:
+            record[label_column] = _clean_label(record[label_column], table, number)
     names = list(label_names) if label_names is not None else None
     if names is None:
         training = "train" if "train" in records else next(iter(records))
-        names = _ordered_labels({str(record[label_column]) for _, record in records[training]})
+        names = _ordered_labels({record[label_column] for _, record in records[training]})
     splits = {}
     for split, table in tables.items():
         rows = {
@@ -275,46 +281,6 @@ def _first(dataset: datasets.Dataset, count: Optional[int]) -> datasets.Dataset:
     return dataset if count is None else dataset.select(range(min(count, len(dataset))))
 
 
-@dataclass
-class MITPCollator:
-    """Turns rows with `image`, `text` and `label` / `labels` into model inputs with the backbone's processor.
-
-    Texts are truncated to `max_text_length`, the room the text tower has next to the prompts
-    (`model.max_text_length`). Multi-label rows (lists of label indices) become multi-hot vectors of `num_labels`.
-    """
-
-    processor: Any
-    max_text_length: Optional[int]
-    num_labels: Optional[int] = None
-
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        missing = [column for column in ("image", "text") if column not in rows[0]]
-        if missing:
-            raise ValueError(
-                f"MITPCollator got rows without {missing} (their columns: {sorted(rows[0])}); it needs 'image' and "
-                "'text', and 'label' or 'labels' to train. With transformers.Trainer, pass "
-                "TrainingArguments(remove_unused_columns=False): by default Trainer drops every column the model's "
-                "forward does not name, and the raw image and text are not model inputs."
-            )
-        batch = self.processor(
-            text=[row["text"] for row in rows],
-            images=[row["image"].convert("RGB") for row in rows],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=self.max_text_length,
-        )
-        if "labels" in rows[0]:
-            if self.num_labels is None:
-                raise ValueError("Multi-label rows need MITPCollator(num_labels=...) to build multi-hot targets.")
-            batch["labels"] = torch.zeros(len(rows), self.num_labels)
-            for i, row in enumerate(rows):
-                batch["labels"][i, row["labels"]] = 1.0
-        elif "label" in rows[0]:
-            batch["labels"] = torch.tensor([row["label"] for row in rows])
-        return dict(batch)
-
-
 def _existing(path: Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (see the reader's docstring for the expected layout).")
@@ -350,7 +316,38 @@ def _table_rows(table: Path) -> Iterable[tuple[int, dict]]:
         yield from _jsonl_rows(table)
         return
     with table.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel writes a byte-order mark
-        yield from enumerate(csv.DictReader(f), start=2)  # row 1 is the header
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        other = [d for d in (";", "\t", "|") if len(header) == 1 and d in header[0]]
+        if other:
+            raise ValueError(
+                f"{table}: the header {header[0]!r} is one column, which looks {other[0]!r}-separated; pairs CSV "
+                "files are comma-separated. Save it with commas (e.g. pandas' to_csv), or as JSON lines."
+            )
+        yield from enumerate(reader, start=2)  # row 1 is the header
+
+
+MISSING_VALUES = ("nan", "na", "n/a", "none", "null")
+"""Cells that spreadsheet and pandas exports write for a missing value."""
+
+
+def _clean_label(label: Any, table: Path, number: int) -> str:
+    """A label cell as a class name, or an error naming the row: an empty cell, a missing-value marker or stray spaces
+    would otherwise become classes of their own."""
+    text = "" if label is None else str(label)
+    if not text.strip():
+        raise ValueError(f"{table}, row {number}: the label is empty. Give every row a label, or drop the row.")
+    if text.strip().lower() in MISSING_VALUES:
+        raise ValueError(
+            f"{table}, row {number}: the label is {text!r}, which exports write for a missing value (pandas writes "
+            "NaN for an empty cell). Give the row its label, or drop it."
+        )
+    if text != text.strip():
+        raise ValueError(
+            f"{table}, row {number}: the label {text!r} has leading or trailing spaces, so it would be a class apart "
+            f"from {text.strip()!r}. Strip the spaces in the file."
+        )
+    return text
 
 
 def _label_index(label: str, names: Iterable[str], table: Path, number: int) -> int:
@@ -373,7 +370,7 @@ def _dataset(
         if verify:
             try:
                 with Image.open(image) as opened:
-                    opened.verify()
+                    opened.load()  # a full decode: verify() passes truncated JPEGs
             except Exception as error:  # PIL raises many types for broken files
                 raise ValueError(f"{source}, {where}: image {image} cannot be read ({error}).") from error
     features = datasets.Features(image=datasets.Image(), text=datasets.Value("string"), **{label_key: label_feature})

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from .checks import require
-from .hub import Memory, activate
-from .towers import Tower, TowerPair, TowerState
+from .hub import Memory, Tokens, activate
+from .towers import Tower, TowerPair, TowerState, VisionTower
 
 
 class Encoded(NamedTuple):
@@ -82,7 +82,7 @@ def without_checkpointing(layers: Sequence[nn.Module]) -> Iterator[None]:
             layer.gradient_checkpointing = True
 
 
-def check_inputs(inputs: dict, pixel_ndim: int) -> None:
+def check_inputs(inputs: dict, vision: VisionTower) -> None:
     """Fail early, naming the problem, instead of with a shape error deep inside torch."""
     missing = [name for name in ("pixel_values", "input_ids") if inputs.get(name) is None]
     if inputs.get(CACHED_VISION_STATES) is not None:
@@ -95,6 +95,11 @@ def check_inputs(inputs: dict, pixel_ndim: int) -> None:
     input_ids = inputs["input_ids"]
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
+    if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+        raise ValueError(
+            f"input_ids must be integer token ids, as the tokenizer gives them, got dtype {input_ids.dtype}. Pass "
+            "the tokenizer's output as it is (or .long() it)."
+        )
     for name in ("attention_mask", "token_type_ids", "position_ids"):
         value = inputs.get(name)
         if value is not None and tuple(value.shape) != tuple(input_ids.shape):
@@ -104,11 +109,7 @@ def check_inputs(inputs: dict, pixel_ndim: int) -> None:
     pixel_values = inputs.get("pixel_values")
     if pixel_values is None:  # the vision tower starts from cached states, checked in _check_cache
         return
-    if pixel_values.dim() != pixel_ndim:
-        raise ValueError(
-            f"pixel_values must have {pixel_ndim} dimensions, batch first, as the image processor returns them; got "
-            f"shape {tuple(pixel_values.shape)}."
-        )
+    vision.check_pixels(pixel_values)
     if pixel_values.shape[0] != input_ids.shape[0]:
         raise ValueError(
             f"Image and text batch sizes differ: pixel_values has {pixel_values.shape[0]} samples, input_ids "
@@ -124,9 +125,9 @@ def extraction_layers(towers: TowerPair, first_text: int, first_vision: int) -> 
 def encode(towers: TowerPair, adapter: nn.Module, inputs: dict) -> Encoded:
     """Run both towers with the temporal prompts of `adapter` (an `MITPAdapter`, which calls this) and return their
     pooled features."""
-    check_inputs(inputs, towers.vision.pixel_ndim)
+    check_inputs(inputs, towers.vision)
     text_layers, vision_layers = adapter.text_layers, adapter.vision_layers
-    num_prompts = adapter.prompt.shape[0]
+    num_prompts = adapter.prompt_length
     inputs = fit_text(inputs, towers.text, num_prompts)
     text, vision = (
         _start(tower, layers, num_prompts, inputs, cached)
@@ -161,7 +162,10 @@ def encode(towers: TowerPair, adapter: nn.Module, inputs: dict) -> Encoded:
         outputs_v = vision.acquire(pair, prompt_v)
         # After the last pair the hub has no next layer to feed, unless the head reads its memory.
         if pair < last or adapter.head_uses_memory:
-            memory = hub.consolidate(outputs_t, outputs_v, memory)
+            tokens = None
+            if hub.reads == "tokens":
+                tokens = Tokens(text.hidden, text.state.token_mask, vision.hidden, vision.state.token_mask)
+            memory = hub.consolidate(outputs_t, outputs_v, memory, tokens)
 
     return Encoded(vision.pool(), text.pool(), memory if adapter.head_uses_memory else None)
 

@@ -24,8 +24,8 @@ from .model import MITPModel, tuner_of
 def extract_states(model: PeftModel | MITPModel, inputs: dict) -> dict[str, torch.Tensor]:
     """The states of both towers at the active adapter's first interaction layers, for a batch of model inputs."""
     tuner = tuner_of(model)
-    config = tuner.peft_config[tuner._active_adapter_name()]
-    towers = tuner._towers
+    config = tuner.peft_config[tuner.active_adapter_name]
+    towers = tuner.towers
     firsts = (config.text_layers[0], config.vision_layers[0])
     states = {}
     with torch.no_grad(), without_checkpointing(extraction_layers(towers, *firsts)):
@@ -61,4 +61,6 @@ def cache_extraction(
         return {name: value.to(dtype).cpu() if value.is_floating_point() else value for name, value in states.items()}
 
     remove = [] if keep_pixel_values else [c for c in ("pixel_values",) if c in dataset.column_names]
-    return dataset.with_format("torch").map(add_states, batched=True, batch_size=batch_size, remove_columns=remove)
+    return dataset.with_format("torch").map(
+        add_states, batched=True, batch_size=batch_size, remove_columns=remove, desc="MITP extraction cache"
+    )

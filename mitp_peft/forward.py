@@ -28,6 +28,10 @@ TUNER = "_mitp_tuner"
 ORIGINAL_CLASS = "_mitp_original_class"
 HOOKED_FORWARD = "_mitp_hooked_forward"
 """The `_old_forward` accelerate's hook called before MITP took its place."""
+IGNORED_AT_INFERENCE = "keys_to_ignore_at_inference"
+"""The config attribute by which `Trainer.predict` and `evaluate` leave outputs out of their predictions: MITP's
+pooled features, so that predictions are the logits, as users of a classifier expect."""
+OWN_IGNORED = "_mitp_own_ignored_keys"
 # MITP's own arguments besides the towers' inputs.
 OWN_ARGUMENTS = ("labels", "num_items_in_batch", "return_dict")
 
@@ -84,11 +88,18 @@ def install(model: nn.Module, tuner: BaseTuner, towers: TowerPair) -> None:
     }
     state[TUNER] = tuner
     state[ORIGINAL_CLASS] = original
+    state[OWN_IGNORED] = vars(model.config).get(IGNORED_AT_INFERENCE)
+    setattr(model.config, IGNORED_AT_INFERENCE, ["image_features", "text_features"])
     model.__class__ = type(original.__name__, (original,), attributes)
     if hooked:
         state[HOOKED_FORWARD] = model._old_forward
         model._old_forward = MethodType(function, model)
         model.forward.__signature__ = signature  # accelerate's wrapper otherwise shows the original's
+
+
+def tuner_installed_on(model: nn.Module) -> BaseTuner | None:
+    """The tuner whose joint forward the backbone runs now, if any."""
+    return vars(model).get(TUNER)
 
 
 def backbone_class(model: nn.Module) -> type:
@@ -109,6 +120,11 @@ def uninstall(model: nn.Module) -> None:
         return
     model.__class__ = state.pop(ORIGINAL_CLASS)
     del state[TUNER]
+    own = state.pop(OWN_IGNORED)
+    if own is None:
+        delattr(model.config, IGNORED_AT_INFERENCE)
+    else:
+        setattr(model.config, IGNORED_AT_INFERENCE, own)
     if HOOKED_FORWARD in state:
         model._old_forward = state.pop(HOOKED_FORWARD)
         del model.forward.__signature__

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 HUB_ATTENTIONS = ("gated", "cross")
+HUB_READS = ("prompts", "tokens")
 
 
 class Memory(NamedTuple):
@@ -24,6 +25,31 @@ class Memory(NamedTuple):
     """(batch, prompts, vision width)"""
 
 
+class Tokens(NamedTuple):
+    """Both towers' token streams after an interaction layer, for a hub that reads tokens."""
+
+    text: torch.Tensor
+    """(batch, text tokens, text width)"""
+    text_mask: Optional[torch.Tensor]
+    """(batch, text tokens) bool, False for padding; None when every token is real."""
+    vision: torch.Tensor
+    vision_mask: Optional[torch.Tensor]
+
+
+def _with_tokens(
+    prompts: torch.Tensor, tokens: Optional[torch.Tensor], token_mask: Optional[torch.Tensor]
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """What the other side reads: the prompt outputs, then (when given) the token stream; a key mask where the
+    tokens have padding."""
+    if tokens is None:
+        return prompts, None
+    joint = torch.cat([prompts, tokens.to(prompts.dtype)], dim=1)
+    if token_mask is None:
+        return joint, None
+    real = torch.ones(prompts.shape[:2], dtype=torch.bool, device=prompts.device)
+    return joint, torch.cat([real, token_mask.to(device=prompts.device, dtype=torch.bool)], dim=1)
+
+
 def translator(in_size: int, hidden_size: int, out_size: int, device: Optional[torch.device] = None) -> nn.Sequential:
     """Linear-GELU-Linear: small enough to keep the adapter near 2M parameters on CLIP ViT-L/14."""
     return nn.Sequential(
@@ -31,10 +57,16 @@ def translator(in_size: int, hidden_size: int, out_size: int, device: Optional[t
     )
 
 
-def cosine_attention(query: torch.Tensor, keys: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(cosine / temperature) over `keys` for each query: (weights, cosines), both (batch, queries, keys)."""
+def cosine_attention(
+    query: torch.Tensor, keys: torch.Tensor, temperature: float, key_mask: Optional[torch.Tensor] = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(cosine / temperature) over `keys` for each query: (weights, cosines), both (batch, queries, keys).
+    Keys where `key_mask` (batch, keys) is False get no weight."""
     cosines = F.normalize(query, dim=-1) @ F.normalize(keys, dim=-1).transpose(-1, -2)
-    return torch.softmax(cosines / temperature, dim=-1), cosines
+    logits = cosines / temperature
+    if key_mask is not None:
+        logits = logits.masked_fill(~key_mask[:, None, :], torch.finfo(logits.dtype).min)
+    return torch.softmax(logits, dim=-1), cosines
 
 
 def standardize(x: torch.Tensor) -> torch.Tensor:
@@ -68,11 +100,16 @@ class MemoryHub(nn.Module):
       part weighted by a similarity gate g = (1 + expected cosine of what it read) / 2 in [0, 1]. The other
       modality is heard from the first step (g = 1/2 at chance similarity) on every backbone, whatever the scales of
       its two towers, and weighs more the more relevant it is, less the less: "each modality takes in what is
-      relevant from the other while keeping its own context". It replaces METHOD.md's first joint form (a softmax
-      over both modalities' prompts together), where a prompt's cosine with itself (1) took all but about e^-10 of the
-      weight, so that changing the image moved the pooled text features by 1e-5 (relative) at initialization.
+      relevant from the other while keeping its own context". A softmax over both modalities' prompts together
+      would not do this: a prompt's cosine with itself is 1, so at a low temperature it would take nearly all the
+      weight and hear almost nothing of the other modality (METHOD.md step 5 gives the measurements).
     - `attention="cross"`: each prompt adds what it read, unstandardized and ungated (always the same total amount
       from the other side, at whatever scale the translator gives; kept for ablations).
+
+    What a prompt reads of the other modality (`reads`): `"prompts"`, the other tower's prompt outputs (M entries);
+    `"tokens"`, those and the other tower's whole token stream at that layer (its padding masked out), so a text
+    prompt can find the patches that resemble what the text names, and a vision prompt the words that describe what
+    it sees, by the same parameter-free similarity.
     """
 
     def __init__(
@@ -83,16 +120,16 @@ class MemoryHub(nn.Module):
         temperature: float,
         attention: str,
         memory_decay: float,
+        reads: str = "prompts",
         device: Optional[torch.device] = None,
     ) -> None:
         super().__init__()
-        if attention not in HUB_ATTENTIONS:
-            raise ValueError(f"hub attention must be one of {HUB_ATTENTIONS}, got {attention!r}.")
         self.translate_text_to_vision = translator(text_size, hidden_size, vision_size, device)
         self.translate_vision_to_text = translator(vision_size, hidden_size, text_size, device)
         self.temperature = temperature
         self.attention = attention
         self.memory_decay = memory_decay
+        self.reads = reads
 
     @property
     def dtype(self) -> torch.dtype:
@@ -102,20 +139,28 @@ class MemoryHub(nn.Module):
         """p_v(1) = G_t->v(p_t(1)): the first vision prompt is generated from the first text prompt."""
         return self.translate_text_to_vision(text_prompt.to(self.dtype))
 
-    def consolidate(self, text: torch.Tensor, vision: torch.Tensor, previous: Optional[Memory]) -> Memory:
-        """Consolidate the prompt outputs of one interaction layer into memory, m(k) = c(k) + decay * m(k-1)."""
+    def consolidate(
+        self, text: torch.Tensor, vision: torch.Tensor, previous: Optional[Memory], tokens: Optional[Tokens] = None
+    ) -> Memory:
+        """Consolidate the prompt outputs of one interaction layer into memory, m(k) = c(k) + decay * m(k-1).
+
+        `tokens` (both towers' token streams after that layer) are read too when the hub reads tokens."""
         text, vision = text.to(self.dtype), vision.to(self.dtype)
+        other_vision, vision_mask = _with_tokens(vision, tokens and tokens.vision, tokens and tokens.vision_mask)
+        other_text, text_mask = _with_tokens(text, tokens and tokens.text, tokens and tokens.text_mask)
         memory = Memory(
-            self.recall(text, self.translate_vision_to_text(vision)),
-            self.recall(vision, self.translate_text_to_vision(text)),
+            self.recall(text, self.translate_vision_to_text(other_vision), vision_mask),
+            self.recall(vision, self.translate_text_to_vision(other_text), text_mask),
         )
         if previous is not None and self.memory_decay:
             memory = Memory(*(new + self.memory_decay * old for new, old in zip(memory, previous, strict=True)))
         return memory
 
-    def recall(self, own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    def recall(
+        self, own: torch.Tensor, other: torch.Tensor, other_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """One modality's consolidated prompts: its own prompt outputs and what they read of the other's."""
-        weights, cosines = cosine_attention(own, other, self.temperature)
+        weights, cosines = cosine_attention(own, other, self.temperature, other_mask)
         read = weights @ other
         if self.attention == "cross":
             return own + read

@@ -30,6 +30,18 @@ def task_metrics(
     logits: np.ndarray, labels: np.ndarray, problem_type: str, threshold: float = 0.5
 ) -> dict[str, float]:
     """Accuracy (single-label) or F1-macro and F1-micro (multi-label) of a whole evaluation set."""
+    labels = np.asarray(labels)
+    if problem_type == "multi_label_classification" and labels.ndim == 1:
+        raise ValueError(
+            f"compute_metrics('multi_label_classification') got labels of shape {labels.shape}: one class index per "
+            "sample, as single-label data has. Use compute_metrics('single_label_classification'), or give multi-hot "
+            "labels (MITPCollator(num_labels=...) makes them from label lists)."
+        )
+    if problem_type == "single_label_classification" and labels.ndim == 2:
+        raise ValueError(
+            f"compute_metrics('single_label_classification') got labels of shape {labels.shape}: multi-hot rows. Use "
+            "compute_metrics('multi_label_classification')."
+        )
     if problem_type == "multi_label_classification":
         return load_metric("multi_label_f1").compute(predictions=logits, references=labels, threshold=threshold)
     return load_metric("accuracy").compute(predictions=logits, references=labels)

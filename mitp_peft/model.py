@@ -17,7 +17,9 @@ from .engine import CACHE_INPUTS
 from .head import MITPOutput, classification_loss
 from .layer import MERGE_REFUSAL, MITPLayer
 from .peft_type import MITP_PREFIX
-from .towers import DENSE_MASK_BACKENDS, TowerPair, resolve_towers
+from .placement import place
+from .towers import TowerPair
+from .version import __version__
 
 # The tuner's container of MITPAdapter modules, one per adapter name.
 ADAPTERS = f"{MITP_PREFIX}adapters"
@@ -43,6 +45,11 @@ class MITPModel(BaseTuner):
 
     # ------------------------------------------------------------------------------------------------- creation
 
+    def __init__(self, model: nn.Module, peft_config: Any, adapter_name: str, **kwargs: Any) -> None:
+        # Before peft's own __init__, which shares the backbone's peft_config dict and would overwrite its entries.
+        refuse_adapted(model)
+        super().__init__(model, peft_config, adapter_name, **kwargs)
+
     def inject_adapter(
         self,
         model: nn.Module,
@@ -56,13 +63,14 @@ class MITPModel(BaseTuner):
         Overridden rather than done in `_pre_injection_hook`, which peft calls for the first adapter only.
         """
         config: MITPConfig = self.peft_config[adapter_name]
-        towers, built_for = self._check_backbone(model, config)
+        towers, built_for = place(model, config)
         if not hasattr(self, "mitp_adapters"):
             self.mitp_adapters = nn.ModuleDict()
-        self._towers: TowerPair = towers
+        self.towers: TowerPair = towers
+        """The backbone's two tower adapters (how MITP embeds, runs and pools each tower)."""
         adapter = MITPAdapter(config, towers, device=next(model.parameters()).device)
         self.mitp_adapters[adapter_name] = adapter
-        config.built_for = {**built_for, "adapter_parameters": adapter.num_parameters}
+        config.built_for = dict(built_for, adapter_parameters=adapter.num_parameters, mitp_peft_version=__version__)
         try:
             super().inject_adapter(
                 model,
@@ -77,36 +85,8 @@ class MITPModel(BaseTuner):
             raise
         forward.install(model, self, towers)
 
-    @staticmethod
-    def _check_backbone(model: nn.Module, config: MITPConfig) -> tuple[TowerPair, dict[str, Any]]:
-        """The backbone's towers and what an adapter built for it records, or an error that names the mismatch."""
-        if isinstance(model, (PeftModel, BaseTuner)):
-            raise ValueError(
-                "This model already carries peft adapters. Add another MITP adapter with "
-                "model.add_adapter(name, MITPConfig(...)), or call get_peft_model on the plain backbone."
-            )
-        towers = resolve_towers(model)
-        built_for = {
-            "backbone": forward.backbone_class(model).__name__,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "text": towers.text.describe(),
-            "vision": towers.vision.describe(),
-        }
-        config.check_built_for(built_for, getattr(model, "name_or_path", None))
-        for tower in towers:
-            if tower.needs_mask and tower.attn_implementation not in DENSE_MASK_BACKENDS:
-                raise ValueError(tower.unsupported_backend_message())
-        config.resolve_layers(towers.text.num_layers, towers.vision.num_layers)
-        room = towers.text.max_positions
-        if room is not None and config.prompt_length > room - 2:
-            raise ValueError(
-                f"prompt_length={config.prompt_length} leaves no room for text: the text tower attends over at most "
-                f"{room} tokens, and the text needs at least 2 (start and end). Choose prompt_length <= {room - 2}."
-            )
-        return towers, built_for
-
     def _prepare_adapter_config(self, peft_config: MITPConfig, model_config: dict) -> MITPConfig:
-        text, vision = self._towers
+        text, vision = self.towers
         peft_config.target_modules = [f"{text.layers_path}.{i}" for i in peft_config.text_layers] + [
             f"{vision.layers_path}.{i}" for i in peft_config.vision_layers
         ]
@@ -159,7 +139,12 @@ class MITPModel(BaseTuner):
         """
         inputs = dict(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
         if not self._mitp_enabled():
-            # The backbone's own outputs: it has no classification head, so labels have no meaning there.
+            if labels is not None:
+                raise ValueError(
+                    "With adapters disabled (model.disable_adapter()) the model is the backbone itself, which has no "
+                    "classification head: labels cannot give a loss there. Call it without labels for the "
+                    "backbone's own outputs, or outside disable_adapter() for MITP's loss."
+                )
             own = {} if return_dict is None else {"return_dict": return_dict}
             return forward.backbone_forward(self.model)(*args, **inputs, **own, **kwargs)
         if args:
@@ -167,7 +152,7 @@ class MITPModel(BaseTuner):
                 "MITP's forward takes input_ids, pixel_values and attention_mask by position and the rest by name; "
                 f"got {len(args)} more positional argument(s)."
             )
-        accepted = set(self._towers.text.input_names) | set(self._towers.vision.input_names) | set(CACHE_INPUTS)
+        accepted = set(self.towers.text.input_names) | set(self.towers.vision.input_names) | set(CACHE_INPUTS)
         unexpected = sorted(set(kwargs) - accepted)
         if unexpected:
             raise TypeError(
@@ -177,9 +162,9 @@ class MITPModel(BaseTuner):
             )
         inputs.update(kwargs)
         if labels is not None and not torch.is_tensor(labels):
-            labels = torch.as_tensor(labels)  # a Python list of class indices or multi-hot rows
-        adapter = self._active_adapter_name()
-        logits, features = self.mitp_adapters[adapter](self._towers, inputs)
+            labels = as_label_tensor(labels, self.peft_config[self.active_adapter_name])
+        adapter = self.active_adapter_name
+        logits, features = self.mitp_adapters[adapter](self.towers, inputs)
         loss = None
         if labels is not None:
             loss = classification_loss(logits, labels, self.peft_config[adapter].problem_type, num_items_in_batch)
@@ -193,9 +178,11 @@ class MITPModel(BaseTuner):
         if not self.active_adapters:
             return False
         first_text_layer = self.peft_config[self.active_adapters[0]].text_layers[0]
-        return not self._towers.text.layers[first_text_layer].disable_adapters
+        return not self.towers.text.layers[first_text_layer].disable_adapters
 
-    def _active_adapter_name(self) -> str:
+    @property
+    def active_adapter_name(self) -> str:
+        """The one active adapter's name (MITP runs one adapter at a time)."""
         if len(self.active_adapters) != 1:
             raise ValueError(
                 f"MITP runs one adapter at a time, but {self.active_adapters} are active; call set_adapter(name)."
@@ -205,8 +192,7 @@ class MITPModel(BaseTuner):
     @property
     def max_text_length(self) -> Optional[int]:
         """The longest text (in tokens) that fits next to the active adapter's prompts; tokenize with this."""
-        room = self._towers.text.max_positions
-        return None if room is None else room - self.peft_config[self._active_adapter_name()].prompt_length
+        return self.towers.text.room(self.mitp_adapters[self.active_adapter_name].prompt_length)
 
     # ----------------------------------------------------------------------------------- adapters and training
 
@@ -241,6 +227,12 @@ class MITPModel(BaseTuner):
         self._sync_trainability(self._trainable_active_adapters() if enabled else [])
 
     def delete_adapter(self, adapter_name: str) -> None:
+        if list(self.peft_config) == [adapter_name]:
+            raise ValueError(
+                f"'{adapter_name}' is this model's only MITP adapter: without it the PeftModel cannot run. Add "
+                "another adapter first (model.add_adapter(name, MITPConfig(...))), or call model.unload() to get the "
+                "backbone back without adapters."
+            )
         super().delete_adapter(adapter_name)
         del self.mitp_adapters[adapter_name]
         self._sync_trainability(self._trainable_active_adapters())
@@ -248,7 +240,7 @@ class MITPModel(BaseTuner):
     def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
         """MITP's weights are created in float32; without autocast they follow the backbone's dtype instead."""
         if not autocast_adapter_dtype:
-            self.mitp_adapters[adapter_name].to(self._towers.text.model.dtype)
+            self.mitp_adapters[adapter_name].to(self.towers.text.model.dtype)
 
     # --------------------------------------------------------------------------------------- merge and unload
 
@@ -276,14 +268,27 @@ class MITPModel(BaseTuner):
     def _remap_adapter_state_dict_for_load(
         cls, model: nn.Module, config: MITPConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """Map checkpoint keys to this model, refusing weights saved with other settings than this adapter's.
+        """Map checkpoint keys to this model, refusing weights that do not fill exactly this adapter's tensors.
 
-        torch would fail with a bare size mismatch. A whole adapter loaded with its own config cannot get here (its
-        backbone is checked against `built_for` first): this is weights loaded into an adapter of other settings,
-        e.g. a checkpoint resumed with another prompt_length.
+        An MITP adapter loads completely or not at all: peft would only warn about missing keys and run with a random
+        head (an adapter_config.json edited to another head, a file with a tensor deleted). Shapes are checked too:
+        torch would fail with a bare size mismatch on weights saved with other settings (a checkpoint resumed with
+        another prompt_length, say).
         """
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
         own = model.state_dict()
+        inside = f"{ADAPTERS}.{adapter_name}."
+        expected = {key for key in own if inside in key}
+        missing, unexpected = sorted(expected - set(remapped)), sorted(set(remapped) - expected)
+        if missing or unexpected:
+            plain = [
+                [cls._remove_adapter_name_from_key(k, adapter_name) for k in keys] for keys in (missing, unexpected)
+            ]
+            raise ValueError(
+                f"These weights do not fill this MITP adapter exactly: missing {plain[0]}, unexpected {plain[1]}. An "
+                "adapter loads completely or not at all: load it with the adapter_config.json it was saved with "
+                "(an edited head or other settings give other tensors), or save it again if its file lost tensors."
+            )
         mismatched = [k for k, v in remapped.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
         if mismatched:
             key = mismatched[0]
@@ -296,6 +301,35 @@ class MITPModel(BaseTuner):
                 "adapter_config.json (PeftModel.from_pretrained on their folder)."
             )
         return remapped
+
+
+def refuse_adapted(model: nn.Module) -> None:
+    """A new MITP tuner needs a plain backbone: refuse one that already carries adapters, naming the way to add one."""
+    if isinstance(model, (PeftModel, BaseTuner)):
+        raise ValueError(
+            "This model already carries peft adapters. Add another MITP adapter with "
+            "model.add_adapter(name, MITPConfig(...)), or call get_peft_model on the plain backbone."
+        )
+    if forward.tuner_installed_on(model) is not None:
+        raise ValueError(
+            "This backbone already carries an MITP adapter from an earlier get_peft_model (or "
+            "PeftModel.from_pretrained): a second one would take over its forward, and the first PeftModel would "
+            "silently run the new adapter. Add the adapter to the first model with model.add_adapter(name, "
+            "MITPConfig(...)) (or model.load_adapter(path, adapter_name=name)), or give get_peft_model a fresh copy "
+            "of the backbone (unload() the first one to get it back)."
+        )
+
+
+def as_label_tensor(labels: Any, config: MITPConfig) -> torch.Tensor:
+    """A Python list of class indices or multi-hot rows as a tensor; class names are refused with the fix."""
+    flat = labels if not labels or not isinstance(labels[0], (list, tuple)) else [v for row in labels for v in row]
+    names = [value for value in flat if isinstance(value, str)]
+    if names:
+        raise ValueError(
+            f"labels are class indices, got class names such as {names[0]!r}. Map names to indices with the "
+            f"adapter's label2id ({config.label2id}): labels=[label2id[name] for name in names]."
+        )
+    return torch.as_tensor(labels)
 
 
 def tuner_of(model: nn.Module) -> MITPModel:

@@ -7,8 +7,9 @@ from typing import Any, Optional, Union
 
 import torch
 from peft import PeftModel
-from PIL import Image
 from transformers import AutoProcessor
+
+from .collator import MITPCollator
 
 
 def predict(
@@ -24,22 +25,27 @@ def predict(
 
     Single-label adapters give the `top_k` labels by softmax probability; multi-label adapters give every label
     whose sigmoid probability reaches `threshold`. Each result is `{"labels": [names], "scores": [probabilities]}`,
-    best first. `processor` defaults to the base model's (`AutoProcessor` of `base_model_name_or_path`). One image and
-    one text (not in lists) give a list of one result.
+    best first (at most `top_k` of them: the adapter's labels may be fewer). `processor` defaults to the base model's
+    (`AutoProcessor` of `base_model_name_or_path`); the batches are made as `MITPCollator` makes them for training.
+    `images` are PIL images, arrays or a (N, 3, height, width) tensor; one image and one text (not in lists) give a
+    list of one result.
     """
     if isinstance(texts, str):
         texts = [texts]
-    if not isinstance(images, (list, tuple)):
+    if torch.is_tensor(images) and images.dim() == 4:
+        images = list(images)  # a batch of (channels, height, width) images
+    elif not isinstance(images, (list, tuple)):
         images = [images]
-    # Grey or RGBA photos are common; the processors expect three channels, as the collator gives them.
-    images = [image.convert("RGB") if isinstance(image, Image.Image) else image for image in images]
     if len(images) != len(texts):
         raise ValueError(f"Give one text per image: got {len(images)} images and {len(texts)} texts.")
     config = model.active_peft_config
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1 (the number of labels per result), got {top_k!r}.")
     if processor is None:
         if not config.base_model_name_or_path:
             raise ValueError("The adapter records no base model to take a processor from; pass processor=...")
         processor = AutoProcessor.from_pretrained(config.base_model_name_or_path)
+    collate = MITPCollator(processor, model.max_text_length)
     id2label = config.id2label or {i: str(i) for i in range(config.num_labels)}
     multi_label = config.problem_type == "multi_label_classification"
     device = next(model.parameters()).device
@@ -48,14 +54,11 @@ def predict(
     results = []
     try:
         for start in range(0, len(texts), batch_size):
-            batch = processor(
-                text=list(texts[start : start + batch_size]),
-                images=list(images[start : start + batch_size]),
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=model.max_text_length,
-            )
+            rows = [
+                {"image": i, "text": t}
+                for i, t in zip(images[start : start + batch_size], texts[start : start + batch_size], strict=True)
+            ]
+            batch = collate(rows)
             with torch.no_grad():
                 logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
             results += _multi_label(logits, threshold, id2label) if multi_label else _top_k(logits, top_k, id2label)

@@ -1,9 +1,9 @@
 """Registers MITP with peft's method tables.
 
 peft's own `register_peft_method` refuses names that are not members of its closed `PeftType` enum, so a third-party
-method cannot use it. We write into the same four tables it fills (they are shared dict objects that every part of
-peft imports), after making the checks it makes: the name and the prefix must be free. Registration is idempotent, so
-importing `mitp_peft` twice (or reloading it) is harmless.
+method cannot use it. We write into three of the four tables it fills, config, tuner and prefix (they are shared dict
+objects that every part of peft imports; MITP has no mixed-model form), after making the checks it makes: the name and
+the prefix must be free. Registration is idempotent, so importing `mitp_peft` twice (or reloading it) is harmless.
 """
 
 from __future__ import annotations

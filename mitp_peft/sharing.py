@@ -24,7 +24,7 @@ def describe_training(
 ) -> None:
     """Attach what the active adapter's card should say about its training; the next save writes it."""
     tuner = tuner_of(model)
-    info = tuner.peft_config[tuner._active_adapter_name()].card_info
+    info = tuner.peft_config[tuner.active_adapter_name].card_info
     given = dict(dataset=dataset, metrics=metrics, training=training, repo_id=repo_id)
     info.update({key: value for key, value in given.items() if value is not None})
 

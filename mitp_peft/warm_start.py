@@ -8,13 +8,15 @@ on them for many cheap epochs, and MITP training then starts from what late fusi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from peft import PeftModel
+from transformers.utils import logging
 
 from .head import HeadInputs, classification_loss
 from .model import MITPModel, tuner_of
+from .training import fit
 
 WARM_START_EPOCHS = 20
 WARM_START_LEARNING_RATE = 1e-3
@@ -31,49 +33,68 @@ def warm_start_head(
     """Fit the active adapter's head alone on the features the adapter gives now; returns the last epoch's loss.
 
     `batches` are model inputs with `labels`, e.g. a `DataLoader` over the training set with `MITPCollator`. Call it
-    after `get_peft_model` (and `init_head_zero_shot`, if used) and before training; the prompts and the hub are left
-    as they are. AdamW, no weight decay, the learning rate decaying linearly to zero.
+    after `get_peft_model` (and `init_head_zero_shot`, if used) and before creating the optimizer; the prompts and
+    the hub are left as they are. AdamW, no weight decay, the learning rate decaying linearly to zero.
     """
     tuner = tuner_of(model)
-    name = tuner._active_adapter_name()
+    name = tuner.active_adapter_name
     adapter = tuner.mitp_adapters[name]
     problem_type = tuner.peft_config[name].problem_type
+    features, labels = head_inputs(tuner, batches)
+    head = adapter.head
+    steps_per_epoch = -(-len(labels) // batch_size)
+    generator = torch.Generator().manual_seed(seed)
+
+    def shuffled() -> Iterator[torch.Tensor]:
+        for _ in range(epochs):
+            yield from torch.randperm(len(labels), generator=generator).split(batch_size)
+
+    def loss_of(index: torch.Tensor) -> torch.Tensor:
+        index = index.to(labels.device)
+        inputs = HeadInputs(*(None if column is None else column[index] for column in features))
+        return classification_loss(head(inputs), labels[index], problem_type)
+
+    losses = fit(
+        head.parameters(),
+        shuffled(),
+        loss_of,
+        learning_rate,
+        epochs * steps_per_epoch,
+        description="warm start: fitting the head",
+    )
+    adapter.head_fitted = True
+    sizes = torch.tensor([len(index) for index in torch.arange(len(labels)).split(batch_size)], device=losses.device)
+    return (losses[-steps_per_epoch:] * sizes).sum().item() / len(labels)
+
+
+@torch.no_grad()
+def head_inputs(tuner: MITPModel, batches: Iterable[dict]) -> tuple[HeadInputs, torch.Tensor]:
+    """What the active adapter's head reads for every sample of `batches` (one pass, no gradients), and the labels."""
+    adapter = tuner.mitp_adapters[tuner.active_adapter_name]
     device = adapter.prompt.device
     was_training = tuner.model.training
     tuner.model.eval()
     features, labels = [], []
-    with torch.no_grad():
-        for batch in batches:
+    total = len(batches) if hasattr(batches, "__len__") else None
+    try:
+        for batch in logging.tqdm(batches, total=total, desc="warm start: features of the frozen model", unit="batch"):
             if "labels" not in batch:
                 raise ValueError(
                     f"warm_start_head fits the head to labels, but a batch holds only {sorted(batch)}: give it "
                     "batches with labels, e.g. a DataLoader with MITPCollator over rows that have a label."
                 )
-            batch = {key: value.to(device) for key, value in batch.items()}
-            labels.append(batch.pop("labels"))
-            features.append(adapter(tuner._towers, batch)[1])
-    tuner.model.train(was_training)
+            # Only tensors move; flags such as interpolate_pos_encoding=True pass as they are.
+            batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+            labels.append(torch.as_tensor(batch.pop("labels"), device=device))
+            features.append(adapter(tuner.towers, batch)[1])
+    finally:
+        tuner.model.train(was_training)
     if not features:
         raise ValueError("warm_start_head got no batches: give it the training batches (with labels).")
-    columns = {
-        field: torch.cat([getattr(f, field) for f in features]) if getattr(features[0], field) is not None else None
-        for field in HeadInputs._fields
-    }
-    labels = torch.cat(labels)
-    head = adapter.head
-    optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed)
-    steps = epochs * -(-len(labels) // batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
-    for _ in range(epochs):
-        total = torch.zeros((), device=device)
-        for index in torch.randperm(len(labels), generator=generator).split(batch_size):
-            index = index.to(device)
-            inputs = HeadInputs(**{k: None if v is None else v[index] for k, v in columns.items()})
-            loss = classification_loss(head(inputs), labels[index], problem_type)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            total += loss.detach() * len(index)
-    return total.item() / len(labels)
+    columns = HeadInputs(
+        *(
+            None if getattr(features[0], column) is None else torch.cat([getattr(f, column) for f in features])
+            for column in HeadInputs._fields
+        )
+    )
+    return columns, torch.cat(labels)

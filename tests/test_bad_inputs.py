@@ -5,6 +5,7 @@ import copy
 import inspect
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import MAX_POSITIONS, make_inputs, picture, tiny_clip, tiny_clip_processor
@@ -287,3 +288,197 @@ def test_16_the_card_names_the_data_not_the_loader_and_how_to_install():
     assert DataArguments(dataset="pairs", train_file="/data/dishes/train.csv").name == "train.csv"
     assert DataArguments(dataset="hub", dataset_name="org/dishes").name == "org/dishes"
     assert DataArguments(dataset="food101").name == "UPMC-Food101"
+
+
+# ==== Trust (the trust-and-house issue): the silent or wrong results, numbered after its list
+
+
+def test_trust_01_one_single_label_class_is_refused_with_both_fixes():
+    with pytest.raises(ValueError, match=r"num_labels=1 with single_label_classification.*loss is always 0.*"
+                       r"num_labels=2.*multi_label_classification' with num_labels=1"):  # fmt: skip
+        MITPConfig(num_labels=1)
+    assert MITPConfig(num_labels=1, problem_type="multi_label_classification").num_labels == 1
+
+
+def test_trust_02_a_second_get_peft_model_on_the_same_backbone_is_refused(inputs):
+    base = tiny_clip()
+    first = mitp(base)
+    before = first(**inputs).logits
+    with pytest.raises(
+        ValueError, match=r"already carries an MITP adapter from an earlier get_peft_model.*add_adapter"
+    ):
+        get_peft_model(base, MITPConfig(num_labels=5))
+    assert torch.equal(first(**inputs).logits, before) and before.shape == (3, 3)
+    assert mitp(first.unload())(**inputs).logits.shape == (3, 3)  # unloaded, the backbone takes a new adapter
+
+
+def test_trust_03_an_adapter_loads_completely_or_not_at_all(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    mitp(tiny_clip()).save_pretrained(tmp_path / "edited")
+    config_file = tmp_path / "edited" / "adapter_config.json"
+    config_file.write_text(json.dumps(dict(json.loads(config_file.read_text()), head="linear")))
+    with pytest.raises(ValueError, match=r"missing \['base_model.mitp_adapters.head.classifier.bias', .*"
+                       r"unexpected \['base_model.mitp_adapters.head.classifier.0.bias'"):  # fmt: skip
+        PeftModel.from_pretrained(tiny_clip(), tmp_path / "edited")
+
+    mitp(tiny_clip()).save_pretrained(tmp_path / "short")
+    weights = tmp_path / "short" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    del tensors["base_model.mitp_adapters.prompt"]
+    save_file(tensors, weights)
+    with pytest.raises(ValueError, match=r"missing \['base_model.mitp_adapters.prompt'\], unexpected \[\]"):
+        PeftModel.from_pretrained(tiny_clip(), tmp_path / "short")
+    base = tmp_path / "base"
+    tiny_clip().save_pretrained(base)
+    with pytest.raises(ValueError, match=r"missing \['base_model.mitp_adapters.prompt'\]"):
+        mitp_peft.from_pretrained(str(tmp_path / "short"), base_model_name_or_path=str(base))
+
+
+def test_trust_04_deleting_the_only_adapter_is_refused_with_the_ways_out(inputs):
+    model = mitp(tiny_clip())
+    with pytest.raises(ValueError, match=r"'default' is this model's only MITP adapter.*add_adapter.*unload\(\)"):
+        model.delete_adapter("default")
+    assert model(**inputs).logits.shape == (3, 3)  # still whole
+    model.add_adapter("second", MITPConfig(num_labels=3))
+    model.delete_adapter("default")
+    assert model.active_adapters == ["second"] and model(**inputs).logits.shape == (3, 3)
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ("", r"train.csv, row 3: the label is empty"),
+        ("NaN", r"train.csv, row 3: the label is 'NaN', which exports write for a missing value"),
+        ("nan", r"row 3: the label is 'nan'"),
+        ("local ", r"row 3: the label 'local ' has leading or trailing spaces.*apart from 'local'"),
+    ],
+)
+def test_trust_05_empty_missing_or_padded_label_cells_are_refused(tmp_path, cell, message):
+    train = pairs_file(tmp_path, "train.csv", ["a.png,x,local", f"a.png,y,{cell}"])
+    with pytest.raises(ValueError, match=message):
+        load_pairs({"train": train}, image_column="path")
+
+
+def test_trust_06_one_name_for_two_classes_is_refused():
+    with pytest.raises(ValueError, match=r"id2label names \['a'\] for more than one class"):
+        MITPConfig(num_labels=3, id2label={0: "a", 1: "a", 2: "b"})
+
+
+def test_trust_07_a_truncated_image_is_named_by_the_reader_and_by_the_collator(tmp_path):
+    image = tmp_path / "broken.jpg"
+    noise = (np.random.default_rng(0).random((128, 128, 3)) * 255).astype("uint8")
+    Image.fromarray(noise).save(image, format="JPEG")
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])  # truncated: verify() alone passes it
+    with Image.open(image) as opened:
+        opened.verify()
+    (tmp_path / "train.csv").write_text("image,text,label\nbroken.jpg,x,cat\n")
+    with pytest.raises(ValueError, match=r"train.csv, row 2: image .*broken.jpg cannot be read"):
+        load_pairs({"train": tmp_path / "train.csv"})
+    # Rows of one's own whose images PIL opened lazily are decoded by the collator, which names the file.
+    collate = MITPCollator(tiny_clip_processor(tmp_path), MAX_POSITIONS - 8)
+    with pytest.raises(ValueError, match=r"broken.jpg cannot be decoded .*truncated or broken"):
+        collate([{"image": Image.open(image), "text": "x", "label": 0}])
+
+
+def test_trust_08_zero_shot_start_after_warm_start_or_the_optimizer_is_refused(tmp_path, inputs):
+    processor = tiny_clip_processor(tmp_path)
+    names = {0: "a", 1: "b", 2: "c"}
+    model = mitp(tiny_clip(), id2label=names)
+    mitp_peft.warm_start_head(model, [dict(inputs, labels=LABELS)], epochs=1)
+    with pytest.raises(ValueError, match="would replace the head that warm_start_head has fitted.*first"):
+        mitp_peft.init_head_zero_shot(model, processor.tokenizer)
+
+    model = mitp(tiny_clip(), id2label=names)
+    early = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    mitp_peft.init_head_zero_shot(model, processor.tokenizer)
+    model(**inputs, labels=LABELS).loss.backward()
+    with pytest.raises(RuntimeError, match="created before init_head_zero_shot replaced the MITP head"):
+        early.step()
+    late = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    late.step()  # an optimizer made afterwards holds the new head and steps
+    del early
+    import gc
+
+    gc.collect()
+    late.step()
+
+
+def test_trust_09_labels_with_adapters_disabled_are_refused(inputs):
+    model = mitp(tiny_clip())
+    with model.disable_adapter():
+        with pytest.raises(ValueError, match="With adapters disabled.*no classification head"):
+            model(**inputs, labels=LABELS)
+        assert model(**inputs).logits_per_image.shape == (3, 3)  # the backbone's own outputs
+
+
+def test_trust_10_warm_start_takes_batches_with_flags(inputs):
+    model = mitp(tiny_clip())
+    batch = dict(inputs, labels=LABELS, interpolate_pos_encoding=True)
+    assert mitp_peft.warm_start_head(model, [batch], epochs=2) > 0
+
+
+# ==== Confusing: each names the fix now
+
+
+def test_confusing_labels_given_as_names_point_to_label2id(inputs):
+    model = mitp(tiny_clip(), id2label={0: "a", 1: "b", 2: "c"})
+    with pytest.raises(ValueError, match=r"labels are class indices, got class names such as 'a'.*label2id"):
+        model(**inputs, labels=["a", "b", "c"])
+
+
+def test_confusing_float_ids_and_channels_last_pixels_are_named(inputs):
+    model = mitp(tiny_clip())
+    with pytest.raises(ValueError, match="input_ids must be integer token ids.*got dtype torch.float32"):
+        model(**dict(inputs, input_ids=inputs["input_ids"].float()))
+    with pytest.raises(ValueError, match=r"shape \(3, 32, 32, 3\): channels last.*permute\(0, 3, 1, 2\)"):
+        model(**dict(inputs, pixel_values=inputs["pixel_values"].permute(0, 2, 3, 1)))
+
+
+def test_confusing_predict_top_k_and_a_batched_tensor(tmp_path):
+    model = mitp(tiny_clip(), id2label={0: "a", 1: "b", 2: "c"})
+    processor = tiny_clip_processor(tmp_path)
+    for top_k in (0, -1):
+        with pytest.raises(ValueError, match=f"top_k must be an integer >= 1.*got {top_k}"):
+            mitp_peft.predict(model, Image.new("RGB", (32, 32)), "x", processor=processor, top_k=top_k)
+    images = torch.rand(4, 3, 32, 32)
+    batched = mitp_peft.predict(model, images, ["a", "b", "c", "d"], processor=processor)
+    one_by_one = mitp_peft.predict(model, list(images), ["a", "b", "c", "d"], processor=processor)
+    assert len(batched) == 4 and batched == one_by_one
+
+
+def test_confusing_a_semicolon_csv_is_named(tmp_path):
+    train = pairs_file(tmp_path, "train.csv", ["a.png;x;cat"], header="image;text;label")
+    with pytest.raises(ValueError, match=r"header 'image;text;label' is one column, which looks ';'-separated"):
+        load_pairs({"train": train})
+
+
+def test_confusing_trainer_predict_gives_the_logits(tmp_path):
+    from conftest import PairDataset
+
+    model = mitp(tiny_clip())
+    args = TrainingArguments(tmp_path, report_to=[], use_cpu=True, per_device_eval_batch_size=4)
+    predictions = Trainer(model=model, args=args).predict(PairDataset(6)).predictions
+    assert isinstance(predictions, np.ndarray) and predictions.shape == (6, 3)
+    assert not hasattr(model.unload().config, "keys_to_ignore_at_inference") or \
+        model.get_base_model().config.keys_to_ignore_at_inference == []  # fmt: skip
+
+
+def test_confusing_metrics_of_the_other_problem_type_are_named():
+    from mitp_peft.metrics import task_metrics
+
+    with pytest.raises(ValueError, match=r"multi_label_classification'\) got labels of shape \(4,\).*single_label"):
+        task_metrics(np.zeros((4, 3)), np.array([0, 1, 2, 0]), "multi_label_classification")
+    with pytest.raises(ValueError, match=r"single_label_classification'\) got labels of shape \(4, 3\)"):
+        task_metrics(np.zeros((4, 3)), np.zeros((4, 3)), "single_label_classification")
+
+
+def test_confusing_submodules_are_reachable_from_the_package():
+    import importlib
+    import subprocess
+    import sys
+
+    code = "import mitp_peft; mitp_peft.metrics.compute_metrics; mitp_peft.data.load_pairs; print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+    assert importlib.import_module("mitp_peft").extraction.cache_extraction

@@ -5,6 +5,7 @@ from conftest import MAX_POSITIONS, TEXT_LAYERS, VISION_LAYERS
 from peft import PeftConfig, get_peft_model
 
 from mitp_peft import MITP_PEFT_TYPE, MITPConfig
+from mitp_peft.placement import resolve_layers
 
 
 def test_defaults_follow_method():
@@ -20,7 +21,7 @@ def test_defaults_follow_method():
         None,
     )
     assert config.problem_type == "single_label_classification"
-    config.resolve_layers(12, 24)
+    resolve_layers(config, 12, 24)
     assert config.text_layers == [8, 9, 10, 11] and config.vision_layers == [20, 21, 22, 23]
     assert config.num_interaction_layers == 4
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from conftest import ROOT, script_module
 
-from mitp_peft.config import FILLED_IN, FROM_DATA, MITPArguments, mitp_fields
+from mitp_peft.arguments import MITPArguments
+from mitp_peft.config import DATA, LABELS, RECORD, SETTING, mitp_fields
 
 MODULES = sorted(
     ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
@@ -61,7 +62,8 @@ def test_no_module_of_the_package_imports_one_that_imports_it_back():
 
 
 def test_scripts_take_every_mitp_setting_with_its_help():
-    settings = {f.name for f in mitp_fields()} - set(FROM_DATA) - set(FILLED_IN)
+    settings = {f.name for f in mitp_fields(SETTING)}
+    assert settings == {f.name for f in mitp_fields()} - {f.name for f in mitp_fields(DATA, LABELS, RECORD)}
     assert {f for f in MITPArguments.__dataclass_fields__} == settings
     for script in ("examples/train.py", "examples/train_accelerate.py"):
         done = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
@@ -78,14 +80,13 @@ def test_the_card_lists_every_setting(tmp_path):
     from peft import get_peft_model
 
     from mitp_peft import MITPConfig
-    from mitp_peft.cards import NOT_LISTED
 
     get_peft_model(tiny_clip(), MITPConfig(num_labels=3)).save_pretrained(tmp_path)
     card = (tmp_path / "README.md").read_text()
     for field in mitp_fields():
-        if field.name not in NOT_LISTED:
-            assert f"| `{field.name}` |" in card, field.name
-    assert set(NOT_LISTED) <= {"id2label", "label2id", "target_modules", "built_for"}
+        listed = f"| `{field.name}` |" in card
+        assert listed == (field.metadata.get("role", SETTING) in (SETTING, DATA)), field.name
+    assert {f.name for f in mitp_fields(LABELS, RECORD)} == {"id2label", "label2id", "target_modules", "built_for"}
     assert "0: 0, 1: 1, 2: 2" in card  # the labels have their own section
 
 

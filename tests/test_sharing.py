@@ -48,7 +48,8 @@ def test_save_writes_the_mitp_card(base_folder, tmp_path):
     assert (result.metric_type, result.metric_value, result.dataset_name) == ("accuracy", 0.875, "food101")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     for text in (
-        "mitp-peft is not on PyPI: install it from its source repository",
+        "mitp-peft is not on PyPI: install it from a copy of its source",
+        f"trained with\nmitp-peft {mitp_peft.__version__}.",
         "import mitp_peft",
         f"**Trainable parameters:** {trainable:,}",
         "0: cat, 1: dog, 2: cow",

@@ -210,6 +210,8 @@ class TextTower(Tower):
 
     modality = "text"
     input_names = ("input_ids", "attention_mask", "position_ids")
+    zero_shot_padding = "longest"
+    """How class captions are padded for the zero-shot classifier: as the tower was pre-trained to read them."""
 
     @property
     def embeddings(self) -> nn.Module:
@@ -232,6 +234,20 @@ class TextTower(Tower):
     def pooled_position(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(batch,) the position the backbone pools."""
 
+    def room(self, num_prompts: int) -> Optional[int]:
+        """How many text tokens fit next to `num_prompts` prompts (None: no limit); tokenize with this length."""
+        return None if self.max_positions is None else self.max_positions - num_prompts
+
+    def check_room(self, num_prompts: int) -> None:
+        """Refuse a prompt length that leaves no room for a text (at least its start and end tokens)."""
+        room = self.room(num_prompts)
+        if room is not None and room < 2:
+            raise ValueError(
+                f"prompt_length={num_prompts} leaves no room for text: the text tower attends over at most "
+                f"{self.max_positions} tokens, and the text needs at least 2 (start and end). Choose prompt_length <= "
+                f"{self.max_positions - 2}."
+            )
+
     def fitted_length(self, inputs: dict, num_prompts: int) -> Optional[int]:
         """How many token columns to keep so that the prompts fit within `max_positions` (None: all of them), or an
         error that says how to tokenize.
@@ -243,7 +259,7 @@ class TextTower(Tower):
         such batch.
         """
         input_ids = inputs["input_ids"]
-        room = self.max_positions - num_prompts
+        room = self.room(num_prompts)
         length = input_ids.shape[1]
         mask = inputs.get("attention_mask")
         if length > room and mask is not None:
@@ -280,6 +296,20 @@ class VisionTower(Tower):
     @property
     def needs_mask(self) -> bool:
         return False
+
+    def check_pixels(self, pixel_values: torch.Tensor) -> None:
+        """Refuse pixels of another layout than the image processor gives, naming the fix."""
+        if pixel_values.dim() != self.pixel_ndim:
+            raise ValueError(
+                f"pixel_values must have {self.pixel_ndim} dimensions, batch first, as the image processor returns "
+                f"them; got shape {tuple(pixel_values.shape)}."
+            )
+        channels = getattr(self.config, "num_channels", None)
+        if self.pixel_ndim == 4 and channels and pixel_values.shape[1] != channels == pixel_values.shape[-1]:
+            raise ValueError(
+                f"pixel_values has shape {tuple(pixel_values.shape)}: channels last. The image processor gives "
+                f"(batch, {channels}, height, width); pass it that, or pixel_values.permute(0, 3, 1, 2)."
+            )
 
     def embed_tokens(self, inputs: dict) -> torch.Tensor:
         return self.model.embeddings(

@@ -10,6 +10,8 @@ from .base import TextTower, TowerState, VisionTower
 class SiglipTextTower(TextTower):
     """Bidirectional text transformer that pools the *last* position (padding included) through its head."""
 
+    zero_shot_padding = "max_length"  # SigLIP's text tower was trained on texts padded to its full length
+
     @property
     def pooled_size(self) -> int:
         return self.model.head.out_features
