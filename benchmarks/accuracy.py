@@ -3,7 +3,7 @@
     python benchmarks/accuracy.py                      # the whole study (hours on 2 CPU cores; resumable)
     python benchmarks/accuracy.py --quick --backbones DIR   # minutes: every stage on a few samples (CI runs this)
 
-Every row trains with one loop and one budget (`mitp_peft.demo.experiment`): the same epochs for every method (the
+Every row trains with one loop and one budget (`mitp_bench.experiment`): the same epochs for every method (the
 cheap heads on frozen features also get 20, their converged best, and MITP is compared with the stronger of the
 two), each row's learning rate picked on the validation split from one grid, then three seeds at that rate, test
 reported as mean and standard deviation. Methods that train the backbone or prompts start from a head fitted on the
@@ -152,7 +152,7 @@ def _init_worker() -> None:
 def _execute(spec: Spec) -> dict:
     from transformers import AutoProcessor
 
-    from mitp_peft.demo.experiment import Run, execute, load_data
+    from mitp_bench.experiment import Run, execute, load_data
 
     data_key = (spec.backbone, spec.task, spec.max_train)
     if data_key not in _CACHE:
@@ -214,14 +214,14 @@ def specs_for(study: Study, backbone: str, task: str, row: Row, seeds: tuple[int
 
 
 def chosen_rate(study: Study, backbone: str, task: str, row: Row) -> float:
-    from mitp_peft.demo.experiment import score
+    from mitp_bench.experiment import score
 
     screened = specs_for(study, backbone, task, row, (row.seeds[0],), row.grid)
     return max(screened, key=lambda s: score(study.get(s)["validation"])).learning_rate
 
 
 def summarize(study: Study, backbone: str, task: str, row: Row) -> dict:
-    from mitp_peft.demo.experiment import score
+    from mitp_bench.experiment import score
 
     rate = chosen_rate(study, backbone, task, row)
     records = [study.get(s) for s in specs_for(study, backbone, task, row, row.seeds, (rate,))]
@@ -339,7 +339,7 @@ def summary(tables: dict) -> str:
 
 def verdicts(task: str, summaries: list[dict]) -> list[str]:
     """The efficacy issue's targets, as measured on this table."""
-    from mitp_peft.demo.tasks import task_parts
+    from mitp_bench.tasks import task_parts
 
     by = {s["name"]: s for s in summaries}
     mitp = by["MITP (defaults)"]
@@ -367,7 +367,7 @@ def verdicts(task: str, summaries: list[dict]) -> list[str]:
 
 def run_variants(study: Study, tables: dict, args: argparse.Namespace) -> None:
     """MITP's variants, one seed each, at the rate the default row chose, appended to their table."""
-    from mitp_peft.demo.tasks import task_parts
+    from mitp_bench.tasks import task_parts
 
     if args.quick or args.no_variants:
         return
@@ -387,7 +387,7 @@ def machine() -> str:
 
 
 def main() -> None:
-    from mitp_peft.demo.tasks import task_parts
+    from mitp_bench.tasks import task_parts
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", help="name=folder pairs, comma-separated (default: the two demo builds)")
@@ -403,7 +403,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from mitp_peft.demo.backbone import PRESETS, build_backbone, preset_dir
+    from mitp_bench.backbone import PRESETS, build_backbone, preset_dir
 
     if args.backbones:
         backbones = dict(pair.split("=", 1) for pair in args.backbones.split(","))

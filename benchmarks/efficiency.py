@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mitp_peft.demo.measure import peak_memory_bytes
+from mitp_bench.measure import peak_memory_bytes
 
 HERE = Path(__file__).resolve().parent
 NUM_LABELS = 101

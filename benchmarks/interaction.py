@@ -17,9 +17,9 @@ import torch
 from peft import get_peft_model
 from transformers import AutoModel, AutoProcessor
 
+from mitp_bench.backbone import PRESETS, preset_dir
+from mitp_bench.experiment import load_data
 from mitp_peft import MITPConfig
-from mitp_peft.demo.backbone import PRESETS, preset_dir
-from mitp_peft.demo.experiment import load_data
 from mitp_peft.hub import HUB_ATTENTIONS
 
 PAIRS = 16

@@ -16,11 +16,11 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from common import ScriptArguments, build_adapter, warm_start
+from common import ScriptArguments, build_adapter, prepared, warm_start
 from transformers import AutoProcessor, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 import mitp_peft
-from mitp_peft.config import MITPArguments
+from mitp_peft.arguments import MITPArguments
 from mitp_peft.data import DataArguments, MITPCollator, load_splits
 from mitp_peft.metrics import compute_metrics
 
@@ -45,13 +45,14 @@ def main() -> None:
     collator = MITPCollator(processor, model.max_text_length, num_labels=num_labels)
     if not training_args.resume_from_checkpoint:  # a resumed run loads its head from the checkpoint
         warm_start(model, script_args, splits, collator, training_args.seed)
+    train_rows, eval_rows, batches = prepared(model, script_args, splits, collator)
 
     trainer = Trainer(
         model=model,
         args=training_args,
-        train_dataset=splits.train,
-        eval_dataset=splits.evaluation,
-        data_collator=collator,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows,
+        data_collator=batches,
         compute_metrics=compute_metrics(problem_type, script_args.threshold),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -6,6 +6,7 @@ checkpoints with `accelerator.save_state`, resuming.
     accelerate launch --multi_gpu --num_processes 4 examples/train_accelerate.py ...   # 4 GPUs
     ... --checkpointing_steps 500            # writes output_dir/step_500, ...
     ... --resume_from_checkpoint out/food101/step_500
+    ... --cache_extraction --dynamo_backend inductor   # frozen layers once per sample; torch.compile
 
 Logs the training loss every --logging_steps optimizer steps. Saves the adapter (with its model card), the processor
 and metrics.json to --output_dir.
@@ -21,7 +22,7 @@ from typing import Optional
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from common import ScriptArguments, build_adapter, warm_start
+from common import ScriptArguments, build_adapter, prepared, warm_start
 from peft import PeftConfig, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import AutoProcessor, HfArgumentParser
 
 import mitp_peft
-from mitp_peft.config import MITPArguments
+from mitp_peft.arguments import MITPArguments
 from mitp_peft.data import DataArguments, MITPCollator, load_splits
 from mitp_peft.head import classification_loss
 from mitp_peft.metrics import task_metrics
@@ -55,6 +56,10 @@ class LoopArguments:
     resume_from_checkpoint: Optional[str] = None
     seed: int = 42
     cpu: bool = False
+    dynamo_backend: str = field(
+        default="no",
+        metadata={"help": "torch.compile the model with this backend (inductor, aot_eager, ...; no: eager)."},
+    )
 
 
 def main() -> None:
@@ -64,6 +69,7 @@ def main() -> None:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         cpu=args.cpu,
+        dynamo_backend=args.dynamo_backend,
         # The sample order depends only on the seed and the epoch, so a resumed run sees what it would have seen.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
@@ -82,7 +88,8 @@ def main() -> None:
     collator = MITPCollator(processor, model.max_text_length, num_labels=num_labels)
     if not args.resume_from_checkpoint:  # a resumed run loads its head from the checkpoint
         warm_start(model, script_args, splits, collator, args.seed)
-    train_loader = DataLoader(splits.train, args.per_device_train_batch_size, shuffle=True, collate_fn=collator)
+    train_rows, eval_rows, batches = prepared(model, script_args, splits, collator)
+    train_loader = DataLoader(train_rows, args.per_device_train_batch_size, shuffle=True, collate_fn=batches)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizers = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     if args.optimizer not in optimizers:
@@ -126,12 +133,10 @@ def main() -> None:
     bar.close()
 
     metrics = {}
-    if splits.evaluation is None:
+    if eval_rows is None:
         logger.warning("No evaluation split (pairs without --validation_file): the adapter is saved unevaluated.")
     else:
-        eval_loader = accelerator.prepare(
-            DataLoader(splits.evaluation, args.per_device_eval_batch_size, collate_fn=collator)
-        )
+        eval_loader = accelerator.prepare(DataLoader(eval_rows, args.per_device_eval_batch_size, collate_fn=batches))
         metrics = evaluate(accelerator, model, eval_loader, problem_type, script_args.threshold)
         logger.info("eval: %s", metrics)
     if accelerator.is_main_process:

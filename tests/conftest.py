@@ -165,7 +165,7 @@ def picture(path, seed: int = 0) -> None:
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory):
     """The demo backbone after two pre-training steps (real MiniLM, briefly trained ViT): folder, settings, report."""
-    from mitp_peft.demo import backbone
+    from mitp_bench import backbone
 
     folder = tmp_path_factory.mktemp("backbone")
     settings = backbone.BuildSettings(steps=2, batch_size=8, warmup_steps=1)

@@ -15,7 +15,7 @@ from conftest import ROOT, script_module
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor, BertModel
 
-from mitp_peft.demo import backbone, sources, tasks
+from mitp_bench import backbone, sources, tasks
 
 DEMO = ROOT / "examples" / "offline_demo"
 
@@ -139,7 +139,7 @@ def test_pixels_match_the_saved_processor(tiny_backbone, splits):
     expected = AutoProcessor.from_pretrained(folder)(
         images=[Image.fromarray(image).convert("RGB") for image in images], return_tensors="pt"
     )["pixel_values"]
-    torch.testing.assert_close(backbone.to_pixels(images), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(backbone.pixels(images), expected, rtol=0, atol=1e-6)
 
 
 def test_build_trains_the_vision_tower_keeps_minilm_and_is_reused(tiny_backbone, capsys):

@@ -6,7 +6,7 @@ the demo makes its own pretrained backbone: a `VisionTextDualEncoderModel` whose
 ("a photo of a sneaker."). The downstream task uses other images (animal silhouettes), which this build never sees.
 The result is saved with its processor and reused while its settings are unchanged.
 
-    python -m mitp_peft.demo.backbone [--preset demo|large] [--output_dir DIR]
+    PYTHONPATH=benchmarks python -m mitp_bench.backbone [--preset demo|large] [--output_dir DIR]
 """
 
 import argparse
@@ -20,7 +20,6 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import (
     AutoTokenizer,
     BertModel,
@@ -31,7 +30,8 @@ from transformers import (
     ViTModel,
 )
 
-from .sources import FASHION_CLASSES, IMAGE_SIZE, ROOT, load_fashion_mnist, minilm_path
+from mitp_bench.sources import FASHION_CLASSES, IMAGE_SIZE, ROOT, load_fashion_mnist, minilm_path, to_pixels
+from mitp_peft.training import fit
 
 TEMPLATES = (
     "a photo of a {}.",
@@ -74,11 +74,9 @@ def preset_dir(preset: str) -> Path:
     return DEFAULT_DIR if preset == "demo" else DEFAULT_DIR.with_name(f"demo-backbone-{preset}")
 
 
-def to_pixels(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, 28, 28) grey images as the processor's pixel_values (N, 3, 28, 28), without PIL round trips."""
-    grey = torch.from_numpy(images.astype(np.float32)).div(255)
-    mean, std = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
-    return (grey.unsqueeze(1).expand(-1, 3, -1, -1) - mean) / std
+def pixels(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 28, 28) grey images as the saved processor's pixel_values (N, 3, 28, 28)."""
+    return to_pixels(images, IMAGE_SIZE, IMAGE_MEAN, IMAGE_STD)
 
 
 def new_backbone(settings: BuildSettings) -> tuple[VisionTextDualEncoderModel, VisionTextDualEncoderProcessor]:
@@ -124,47 +122,42 @@ def zero_shot_accuracy(model, processor, images: np.ndarray, labels: np.ndarray,
     classifier = F.normalize(texts.mean(0), dim=-1)
     correct = 0
     for start in range(0, len(images), 1000):
-        pixels = to_pixels(images[start : start + 1000])
-        embeds = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+        batch = pixels(images[start : start + 1000])
+        embeds = F.normalize(model.get_image_features(pixel_values=batch).pooler_output, dim=-1)
         correct += (embeds @ classifier.T).argmax(-1).eq(torch.from_numpy(labels[start : start + 1000])).sum().item()
     return correct / len(images)
 
 
 def pretrain(model, processor, settings: BuildSettings, images: np.ndarray, labels: np.ndarray) -> None:
-    """LiT: the text tower is locked; the ViT, both projections and the temperature learn to match captions.
-
-    Each step pairs every image with the captions of all ten classes, each in a random template, and takes the
-    cross-entropy of its own class: the image-to-text half of CLIP's loss, without in-batch duplicates of a class
-    counting as negatives.
-    """
+    """LiT: the text tower is locked; the ViT, both projections and the temperature learn to match captions."""
     model.text_model.requires_grad_(False)
     captions = caption_features(model, processor, FASHION_CLASSES)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _warmup_cosine(step, settings))
     generator = torch.Generator().manual_seed(settings.seed)
     epochs = math.ceil(settings.steps * settings.batch_size / len(images))
     order = torch.cat([torch.randperm(len(images), generator=generator) for _ in range(epochs)])
+    size = settings.batch_size
+    batches = (order[step * size : (step + 1) * size].numpy() for step in range(settings.steps))
     model.train()
-    progress = tqdm(range(settings.steps), desc="pre-training the ViT (LiT)", unit="step")
-    for step in progress:
-        batch = order[step * settings.batch_size : (step + 1) * settings.batch_size].numpy()
-        template = torch.randint(len(TEMPLATES), (len(FASHION_CLASSES),), generator=generator)
-        texts = F.normalize(model.text_projection(captions[template, torch.arange(len(FASHION_CLASSES))]), dim=-1)
-        embeds = F.normalize(model.get_image_features(pixel_values=to_pixels(images[batch])).pooler_output, dim=-1)
-        logits = model.logit_scale.exp() * embeds @ texts.T
-        loss = F.cross_entropy(logits, torch.from_numpy(labels[batch]))
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        progress.set_postfix(loss=f"{loss.item():.3f}")
+
+    def loss_of(batch: np.ndarray) -> torch.Tensor:
+        pooled = model.get_image_features(pixel_values=pixels(images[batch])).pooler_output
+        return caption_loss(model, captions, pooled, torch.from_numpy(labels[batch]), generator)
+
+    fit(trainable, batches, loss_of, settings.learning_rate, settings.steps, settings.warmup_steps, "cosine",
+        weight_decay=0.05, description="pre-training the ViT (LiT)")  # fmt: skip
 
 
-def _warmup_cosine(step: int, settings: BuildSettings) -> float:
-    if step < settings.warmup_steps:
-        return (step + 1) / settings.warmup_steps
-    return 0.5 * (1 + math.cos(math.pi * (step - settings.warmup_steps) / (settings.steps - settings.warmup_steps)))
+def caption_loss(
+    model, captions: torch.Tensor, image_features: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Each image against the captions of all ten classes, each in a random template: the cross-entropy of its own
+    class (the image-to-text half of CLIP's loss, without in-batch duplicates of a class counting as negatives)."""
+    classes = torch.arange(captions.shape[1])
+    template = torch.randint(len(TEMPLATES), (len(classes),), generator=generator)
+    texts = F.normalize(model.text_projection(captions[template, classes]), dim=-1)
+    embeds = F.normalize(image_features, dim=-1)
+    return F.cross_entropy(model.logit_scale.exp() * embeds @ texts.T, labels)
 
 
 def build_backbone(output_dir: Path = DEFAULT_DIR, settings: Optional[BuildSettings] = None) -> dict:

@@ -23,10 +23,10 @@ import torch
 from transformers import AutoProcessor
 
 import mitp_peft
-from mitp_peft.demo.backbone import DEFAULT_DIR, build_backbone
-from mitp_peft.demo.experiment import Run, execute, load_data, score
-from mitp_peft.demo.measure import peak_memory_bytes
-from mitp_peft.demo.tasks import TASKS, build_task, task_parts
+from mitp_bench.backbone import DEFAULT_DIR, build_backbone
+from mitp_bench.experiment import Run, execute, load_data, score
+from mitp_bench.measure import peak_memory_bytes
+from mitp_bench.tasks import TASKS, build_task, task_parts
 
 # Learning rates the accuracy study chose on the either-or task's validation split (docs/results.md).
 ROWS = (

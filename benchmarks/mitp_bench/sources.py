@@ -8,6 +8,8 @@ import pickletools
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 FASHION_CLASSES = (
@@ -17,6 +19,16 @@ ANIMAL_CLASSES = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "h
 # `make fashion-mnist` unpacks Debian's package into the first folder without root; a system install uses the second.
 FASHION_MNIST_DIRS = (ROOT / ".cache" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))
 IMAGE_SIZE = 28
+
+
+def to_pixels(images: np.ndarray, size: int, mean: list[float], std: list[float]) -> torch.Tensor:
+    """uint8 grey images (N, H, W) as an image processor's pixel_values (N, 3, size, size): resized bilinearly where
+    `size` differs, then normalized. Saved processors do the same to PIL images, without the PIL round trips here."""
+    grey = torch.from_numpy(images.astype(np.float32)).div(255).unsqueeze(1)
+    if grey.shape[-1] != size:
+        grey = F.interpolate(grey, size=(size, size), mode="bilinear", align_corners=False)
+    mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    return (grey.expand(-1, 3, -1, -1) - mean) / std
 
 
 def minilm_path() -> str:
