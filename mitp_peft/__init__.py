@@ -32,7 +32,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-
 __all__ = [
     "MITP_PEFT_TYPE",
     "MITPAdapter",

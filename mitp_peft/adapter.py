@@ -78,9 +78,11 @@ class MITPAdapter(nn.Module):
             device=device,
         )
 
-    def forward(self, towers: TowerPair, inputs: dict) -> tuple[torch.Tensor, HeadInputs]:
-        """Logits for a batch of model inputs, and what the head read."""
-        encoded = encode(towers, self, inputs)
+    def forward(
+        self, towers: TowerPair, inputs: dict, taken_at: Optional[tuple[int, int]] = None
+    ) -> tuple[torch.Tensor, HeadInputs]:
+        """Logits for a batch of model inputs, and what the head read (`taken_at`: see `engine.encode`)."""
+        encoded = encode(towers, self, inputs, taken_at)
         embeds = (None, None)
         if self.head.needs_embeddings:
             embeds = (

@@ -122,21 +122,42 @@ def extraction_layers(towers: TowerPair, first_text: int, first_vision: int) -> 
     return [*towers.text.layers[:first_text], *towers.vision.layers[:first_vision]]
 
 
-def encode(towers: TowerPair, adapter: nn.Module, inputs: dict) -> Encoded:
+@torch.no_grad()
+def tower_states(tower: Tower, inputs: dict, first: int) -> torch.Tensor:
+    """A tower's token stream at layer `first`, run prompt-free from the embeddings (no activations kept)."""
+    with without_checkpointing(tower.layers[:first]):
+        state = tower.embed(inputs)
+        return tower.run(state.hidden, tower.attention_mask(state, 0), 0, first)
+
+
+def extract_states(towers: TowerPair, inputs: dict, first_text: int, first_vision: int) -> dict[str, torch.Tensor]:
+    """Both towers' token streams at the given layers (see `tower_states`)."""
+    return {
+        CACHED_TEXT_STATES: tower_states(towers.text, inputs, first_text),
+        CACHED_VISION_STATES: tower_states(towers.vision, inputs, first_vision),
+    }
+
+
+def encode(towers: TowerPair, adapter: nn.Module, inputs: dict, taken_at: Optional[tuple[int, int]] = None) -> Encoded:
     """Run both towers with the temporal prompts of `adapter` (an `MITPAdapter`, which calls this) and return their
-    pooled features."""
+    pooled features.
+
+    Cached states in `inputs` are taken at the adapter's first interaction layers (as `mitp_peft.extraction` writes
+    them, checked), or at the layers `taken_at` (text, vision) names, at or below those, when the caller took them
+    itself (a batch shared by several adapters, see `MITPModel`)."""
     check_inputs(inputs, towers.vision)
     text_layers, vision_layers = adapter.text_layers, adapter.vision_layers
     num_prompts = adapter.prompt_length
     inputs = fit_text(inputs, towers.text, num_prompts)
+    starts = taken_at or (text_layers[0], vision_layers[0])
     text, vision = (
-        _start(tower, layers, num_prompts, inputs, cached)
-        for tower, layers, cached in (
-            (towers.text, text_layers, CACHED_TEXT_STATES),
-            (towers.vision, vision_layers, CACHED_VISION_STATES),
+        _start(tower, layers, num_prompts, inputs, cached, start)
+        for tower, layers, cached, start in (
+            (towers.text, text_layers, CACHED_TEXT_STATES, starts[0]),
+            (towers.vision, vision_layers, CACHED_VISION_STATES, starts[1]),
         )
     )
-    if any(inputs.get(name) is not None for name in (CACHED_TEXT_STATES, CACHED_VISION_STATES)):
+    if taken_at is None and any(inputs.get(name) is not None for name in (CACHED_TEXT_STATES, CACHED_VISION_STATES)):
         _check_cache(inputs, text_layers[0], vision_layers[0], inputs["input_ids"].shape[0])
 
     # Extraction layers below the first interaction layer are frozen and see no prompt: keep no activations.
@@ -186,8 +207,10 @@ def fit_text(inputs: dict, tower: Tower, num_prompts: int) -> dict:
     }
 
 
-def _start(tower: Tower, layers: Sequence[int], num_prompts: int, inputs: dict, cached_name: str) -> _Stream:
-    """A stream at the embeddings, or at the first interaction layer when its states were cached."""
+def _start(
+    tower: Tower, layers: Sequence[int], num_prompts: int, inputs: dict, cached_name: str, start: int
+) -> _Stream:
+    """A stream at the embeddings, or at layer `start` when its states were cached there."""
     cached = inputs.get(cached_name)
     if cached is None:
         return _Stream(tower, tower.embed(inputs), layers, num_prompts)
@@ -196,7 +219,7 @@ def _start(tower: Tower, layers: Sequence[int], num_prompts: int, inputs: dict, 
             f"{cached_name} must be (batch, tokens, {tower.hidden_size}) for this backbone, got {tuple(cached.shape)}."
         )
     hidden = cached.to(device=tower.model.device, dtype=tower.model.dtype)
-    return _Stream(tower, tower.state(hidden, inputs), layers, num_prompts, start=layers[0])
+    return _Stream(tower, tower.state(hidden, inputs), layers, num_prompts, start=start)
 
 
 def _check_cache(inputs: dict, first_text: int, first_vision: int, batch: int) -> None:

@@ -11,13 +11,8 @@ import datasets
 import torch
 from peft import PeftModel
 
-from .engine import (
-    CACHED_LAYERS,
-    CACHED_TEXT_STATES,
-    CACHED_VISION_STATES,
-    extraction_layers,
-    without_checkpointing,
-)
+from .engine import CACHED_LAYERS
+from .engine import extract_states as engine_states
 from .model import MITPModel, tuner_of
 
 
@@ -25,13 +20,8 @@ def extract_states(model: PeftModel | MITPModel, inputs: dict) -> dict[str, torc
     """The states of both towers at the active adapter's first interaction layers, for a batch of model inputs."""
     tuner = tuner_of(model)
     config = tuner.peft_config[tuner.active_adapter_name]
-    towers = tuner.towers
     firsts = (config.text_layers[0], config.vision_layers[0])
-    states = {}
-    with torch.no_grad(), without_checkpointing(extraction_layers(towers, *firsts)):
-        for tower, first, name in zip(towers, firsts, (CACHED_TEXT_STATES, CACHED_VISION_STATES), strict=True):
-            state = tower.embed(inputs)
-            states[name] = tower.run(state.hidden, tower.attention_mask(state, 0), 0, first)
+    states = engine_states(tuner.towers, inputs, *firsts)
     states[CACHED_LAYERS] = torch.tensor([firsts] * inputs["input_ids"].shape[0])
     return states
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Optional, Union
 
 import torch
@@ -16,6 +17,7 @@ from .config import MITPConfig
 from .engine import CACHE_INPUTS
 from .head import MITPOutput, classification_loss
 from .layer import MERGE_REFUSAL, MITPLayer
+from .mixed import mixed_forward
 from .peft_type import MITP_PREFIX
 from .placement import place
 from .towers import TowerPair
@@ -23,6 +25,8 @@ from .version import __version__
 
 # The tuner's container of MITPAdapter modules, one per adapter name.
 ADAPTERS = f"{MITP_PREFIX}adapters"
+# Arguments PeftModel strips before calling the backbone, besides adapter_names (PeftModel.special_peft_forward_args).
+PEFT_ONLY_ARGUMENTS = ("alora_offsets",)
 
 
 class MITPModel(BaseTuner):
@@ -161,17 +165,49 @@ class MITPModel(BaseTuner):
                 "`with model.disable_adapter():`."
             )
         inputs.update(kwargs)
+        names = self._call_adapter_names
+        if names is None:
+            config = self.peft_config[self.active_adapter_name]
+            logits, features = self.mitp_adapters[self.active_adapter_name](self.towers, inputs)
+            image_features, text_features = features.image_features, features.text_features
+        else:
+            config = self.peft_config[names[0]]
+            logits, image_features, text_features = mixed_forward(
+                self.towers, self.mitp_adapters, self.peft_config, inputs, names
+            )
         if labels is not None and not torch.is_tensor(labels):
-            labels = as_label_tensor(labels, self.peft_config[self.active_adapter_name])
-        adapter = self.active_adapter_name
-        logits, features = self.mitp_adapters[adapter](self.towers, inputs)
+            labels = as_label_tensor(labels, config)
         loss = None
         if labels is not None:
-            loss = classification_loss(logits, labels, self.peft_config[adapter].problem_type, num_items_in_batch)
-        output = MITPOutput(
-            loss=loss, logits=logits, image_features=features.image_features, text_features=features.text_features
-        )
+            loss = classification_loss(logits, labels, config.problem_type, num_items_in_batch)
+        output = MITPOutput(loss=loss, logits=logits, image_features=image_features, text_features=text_features)
         return output if return_dict is not False else output.to_tuple()
+
+    _call_adapter_names: Optional[list[str]] = None
+    """The per-sample adapters of the call in progress (`adapter_names`), None for the active adapter alone."""
+
+    @contextmanager
+    def _enable_peft_forward_hooks(
+        self, *args: Any, adapter_names: Optional[Sequence[str]] = None, **kwargs: Any
+    ) -> Iterator[None]:
+        """Take the arguments peft strips before calling the backbone: `adapter_names` makes a mixed-adapter batch
+        (see `mitp_peft.mixed`); the others are refused rather than ignored."""
+        dropped = sorted(name for name in PEFT_ONLY_ARGUMENTS if kwargs.get(name) is not None)
+        if dropped:
+            raise TypeError(f"MITP takes no {dropped}: they belong to other peft methods (aLoRA).")
+        if adapter_names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError(
+                "Mixed-adapter batches (adapter_names) are for inference: call model.eval() first. Train each "
+                "adapter on its own batches (set_adapter(name)), as peft does for LoRA."
+            )
+        self._call_adapter_names = list(adapter_names)
+        try:
+            yield
+        finally:
+            self._call_adapter_names = None
 
     def _mitp_enabled(self) -> bool:
         # peft enables and disables all tuner layers together; the active adapter's first layer stands for all.

@@ -101,6 +101,21 @@ def script_module(relative_path: str):
     return sys.modules[name]
 
 
+DEVICE = os.environ.get("MITP_TEST_DEVICE", "cpu")
+"""Where the device tests run (test_robustness, test_compile): the CPU here and in CI; `cuda` in the GPU check
+(benchmarks/gpu_check.py)."""
+
+
+@pytest.fixture
+def device() -> str:
+    return DEVICE
+
+
+def on(device: str, batch: dict) -> dict:
+    """A batch of model inputs on a device."""
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
 @pytest.fixture
 def base():
     return tiny_clip()

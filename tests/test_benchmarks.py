@@ -14,41 +14,35 @@ from mitp_peft import MITPConfig
 
 
 @pytest.mark.slow
-def test_efficiency_benchmark_reports_rows_throughput_and_targets(tmp_path):
-    out = tmp_path / "rows.json"
-    command = [sys.executable, str(ROOT / "benchmarks" / "efficiency.py"), "--size", "tiny", "--steps", "1"]
-    command += [
-        "--methods",
-        "mitp,mitp_compiled,mitp_cached,lora",
-        "--compile-backend",
-        "aot_eager",
-        "--json",
-        str(out),
-    ]
+def test_the_gpu_check_runs_end_to_end_in_smoke_mode(tmp_path):
+    """Every step of the GPU check on tiny sizes on the CPU: the device tests, the efficiency table (whose parameter
+    counts are those of the methods, built here independently) and the serving table, in one JSON and one table."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--output", str(tmp_path)]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=900, env=dict(os.environ, HF_HUB_OFFLINE="1")
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"frozen", "mitp", "mitp_compiled", "mitp_cached", "lora"}
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [step["step"] for step in report["steps"]] == ["device tests", "efficiency tiny", "serving"]
+    assert all(step["ok"] for step in report["steps"]) and "1 passed" in report["steps"][0]["output"]
 
-    # The parameter counts are those of the methods themselves, built here independently of the script.
+    rows = {r["method"]: r for r in json.loads((tmp_path / "efficiency_tiny.json").read_text())["rows"]}
+    assert set(rows) == {"frozen", "mitp", "lora", "full_ft"}
     efficiency = script_module("benchmarks/efficiency.py")
     mitp = get_peft_model(efficiency.build_backbone("tiny"), MITPConfig(num_labels=efficiency.NUM_LABELS))
-    expected = mitp.get_nb_trainable_parameters()[0]
-    assert rows["mitp"]["trainable_params"] == rows["mitp_compiled"]["trainable_params"] == expected
-    assert rows["mitp_cached"]["trainable_params"] == expected
+    assert rows["mitp"]["trainable_params"] == mitp.get_nb_trainable_parameters()[0]
     lora = get_peft_model(
         efficiency.build_backbone("tiny"), LoraConfig(r=8, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
     )
     head = (64 + 64 + 1) * efficiency.NUM_LABELS
     assert rows["lora"]["trainable_params"] == lora.get_nb_trainable_parameters()[0] + head
 
-    table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
-    assert [line.split(" | ")[0][2:] for line in table[1:]] == [efficiency.DESCRIPTIONS[m] for m in rows]
-    for line in ("compiled MITP training step >= 1.2x eager", "MITP training throughput >= 1.5x lora's",
-                 "extraction cache speed-up of a training step"):  # fmt: skip
-        assert line in done.stdout, line
+    table = (tmp_path / "gpu_check.md").read_text()
+    for method in rows:
+        assert f"| {efficiency.DESCRIPTIONS[method]} |" in table, method
+    for line in ("MITP training throughput >= 1.5x lora's", "| one adapter per pair | 4 |",
+                 "| every adapter on every pair | 16 |"):  # fmt: skip
+        assert line in table, line
 
 
 @pytest.mark.slow
@@ -61,16 +55,16 @@ def test_accuracy_study_quick_mode_runs_every_stage_and_resumes(tiny_backbone, t
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
     assert done.returncode == 0, done.stderr[-3000:]
     accuracy = script_module("benchmarks/accuracy.py")
-    rows = accuracy.baseline_rows("either_or", 1.0, accuracy.QUICK)
+    rows = accuracy.baseline_rows("either_or", accuracy.QUICK)
     text = report.read_text()
     for row in rows:
         assert f"| {row.name} |" in text, row.name
-    # Every row's grid with one seed, then its other seeds at the chosen rate.
-    expected = sum(len(row.grid) + len(row.seeds) - 1 for row in rows)
+    # Every row's rates with one seed, its other epochs at the better rate, then its other seeds at the setting.
+    expected = sum(len(row.rates) + len(row.epochs) - 1 + len(row.seeds) - 1 for row in rows)
     assert len(results.read_text().splitlines()) == expected
-    assert "MITP" in text and "± " in text and "vs best late fusion" in text
+    assert "MITP" in text and "± " in text and "vs the converged late-fusion MLP" in text
     summary = next(line for line in text.splitlines() if line.startswith("| demo, either_or |"))
-    mitp_row = next(line for line in text.splitlines() if line.startswith("| MITP (defaults) |"))
+    mitp_row = next(line for line in text.splitlines() if line.startswith(f"| {accuracy.MITP_BUDGET} |"))
     assert summary.split(" | ")[-1].strip("*| ") == mitp_row.split(" | ")[4]  # the summary's MITP cell is its test
     again = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
     assert again.returncode == 0 and len(results.read_text().splitlines()) == expected  # resumed: nothing rerun

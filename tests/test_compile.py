@@ -12,7 +12,7 @@ import os
 
 import pytest
 import torch
-from conftest import make_inputs, tiny_clip
+from conftest import make_inputs, on, tiny_clip
 from families import FAMILIES, build, family_inputs
 from peft import get_peft_model
 
@@ -26,16 +26,16 @@ COMPILED = sorted(FAMILIES) if INDUCTOR == "all" else ["clip", "vit+bert", "sigl
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", COMPILED)
-def test_compiled_step_matches_eager_and_trains_exactly_the_adapter(name):
+def test_compiled_step_matches_eager_and_trains_exactly_the_adapter(name, device):
     """One compiled forward and backward per family (eval mode, so dropout cannot differ): the logits are eager's
     within float tolerance and the optimizer step moves exactly the trainable parameters."""
     torch._dynamo.reset()
-    model = get_peft_model(build(name), MITPConfig(num_labels=3))
-    inputs = family_inputs(name)
+    model = get_peft_model(build(name).to(device), MITPConfig(num_labels=3))
+    inputs = on(device, family_inputs(name))
     eager = model(**inputs).logits.detach()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     backend = "inductor" if name in INDUCTOR_FAMILIES else "aot_eager"
-    out = torch.compile(model, backend=backend)(**inputs, labels=LABELS)
+    out = torch.compile(model, backend=backend)(**inputs, labels=LABELS.to(device))
     torch.testing.assert_close(out.logits.detach(), eager, rtol=1e-4, atol=1e-5)
     out.loss.backward()
     torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
@@ -44,15 +44,15 @@ def test_compiled_step_matches_eager_and_trains_exactly_the_adapter(name):
 
 
 @pytest.mark.slow
-def test_the_training_forward_compiles_as_one_graph():
+def test_the_training_forward_compiles_as_one_graph(device):
     """fullgraph=True refuses any graph break, and every read of a tensor's value on the host (`.item()`, `bool()`,
     data-dependent shapes) is one: an ordinary batch (one text length, labels present) makes none. Graph breaks are
     found while dynamo traces, whatever the backend: the eager one keeps this quick."""
     torch._dynamo.reset()
-    model = get_peft_model(tiny_clip(), MITPConfig(num_labels=3))
+    model = get_peft_model(tiny_clip().to(device), MITPConfig(num_labels=3))
     model.train()
-    inputs = make_inputs(lengths=[7, 5, 6])
+    inputs = on(device, make_inputs(lengths=[7, 5, 6]))
     compiled = torch.compile(model, fullgraph=True, backend="eager")
-    out = compiled(**inputs, labels=LABELS, num_items_in_batch=torch.tensor(3))
+    out = compiled(**inputs, labels=LABELS.to(device), num_items_in_batch=torch.tensor(3, device=device))
     out.loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

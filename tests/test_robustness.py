@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import make_inputs, tiny_clip
+from conftest import make_inputs, on, tiny_clip
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig
@@ -18,32 +18,36 @@ def grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_bf16_backbone_trains_fp32_adapter(inputs):
-    model = mitp(tiny_clip().to(torch.bfloat16))
+def test_bf16_backbone_trains_fp32_adapter(inputs, device):
+    model = mitp(tiny_clip().to(device, torch.bfloat16))
     assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
-    out = model(**dict(inputs, pixel_values=inputs["pixel_values"].bfloat16()), labels=LABELS)
+    inputs = on(device, dict(inputs, pixel_values=inputs["pixel_values"].bfloat16()))
+    out = model(**inputs, labels=LABELS.to(device))
     assert out.logits.dtype == torch.float32 and torch.isfinite(out.loss)
     out.loss.backward()
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads(model).values())
 
 
-def test_adapter_follows_backbone_dtype_without_autocast(inputs):
-    model = get_peft_model(tiny_clip().to(torch.bfloat16), MITPConfig(num_labels=3), autocast_adapter_dtype=False)
+def test_adapter_follows_backbone_dtype_without_autocast(inputs, device):
+    base = tiny_clip().to(device, torch.bfloat16)
+    model = get_peft_model(base, MITPConfig(num_labels=3), autocast_adapter_dtype=False)
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.bfloat16}
-    model(**dict(inputs, pixel_values=inputs["pixel_values"].bfloat16()), labels=LABELS).loss.backward()
+    inputs = on(device, dict(inputs, pixel_values=inputs["pixel_values"].bfloat16()))
+    model(**inputs, labels=LABELS.to(device)).loss.backward()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_autocast_matches_float32_within_its_precision(inputs, dtype):
+def test_autocast_matches_float32_within_its_precision(inputs, dtype, device):
     """Under autocast the loss and the gradients stay those of float32 within the half type's precision (bf16
     keeps 8 bits of mantissa, fp16 11): a prompt or mask in the wrong dtype would be far off, or not finite."""
-    model = mitp(tiny_clip())
-    reference = model(**inputs, labels=LABELS)
+    model = mitp(tiny_clip().to(device))
+    inputs, labels = on(device, inputs), LABELS.to(device)
+    reference = model(**inputs, labels=labels)
     reference.loss.backward()
     expected = grads(model)
     model.zero_grad()
-    with torch.autocast("cpu", dtype=dtype):
-        out = model(**inputs, labels=LABELS)
+    with torch.autocast(device, dtype=dtype):
+        out = model(**inputs, labels=labels)
     out.loss.backward()
     tolerance = 0.05 if dtype == torch.bfloat16 else 0.01
     torch.testing.assert_close(out.loss, reference.loss, rtol=tolerance, atol=0)
@@ -165,3 +169,18 @@ def test_return_dict_false_gives_a_tuple(inputs):
     model = mitp(tiny_clip())
     loss, logits, image_features, text_features = model(**inputs, labels=LABELS, return_dict=False)
     assert logits.shape == (3, 3) and image_features.shape[0] == 3 and loss.dim() == 0
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(inputs, device):
+    """On an accelerator, a forward and backward that read a value back to the host (`.item()`, a value check in
+    Python) would wait for every queued kernel; CUDA's sync debug mode makes that an error."""
+    if not device.startswith("cuda"):
+        pytest.skip("host syncs are a property of accelerators: run with MITP_TEST_DEVICE=cuda (the GPU check)")
+    model = mitp(tiny_clip().to(device))
+    inputs, labels = on(device, inputs), LABELS.to(device)
+    model(**inputs, labels=labels)  # warm-up: lazy initializations may sync once
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        model(**inputs, labels=labels, num_items_in_batch=torch.tensor(3, device=device)).loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
