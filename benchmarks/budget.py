@@ -17,6 +17,7 @@ from transformers import (
     BertConfig,
     CLIPConfig,
     CLIPModel,
+    Dinov2Config,
     SiglipConfig,
     SiglipModel,
     VisionTextDualEncoderConfig,
@@ -60,6 +61,14 @@ def _vit_bert() -> VisionTextDualEncoderModel:
     return VisionTextDualEncoderModel(config)
 
 
+def _dino_minilm() -> VisionTextDualEncoderModel:
+    """The accuracy study's backbone (mitp_bench.dino): DINOv2-S/14 and all-MiniLM-L6-v2, projections 256 wide."""
+    vision = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, patch_size=14, image_size=518)
+    text = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(vision, text, projection_dim=256)
+    return VisionTextDualEncoderModel(config)
+
+
 OTHER_HEADS = ("linear", "agreement", "per_modality")
 BACKBONES = {
     "CLIP ViT-B/32": lambda: _clip(512, 768, 12, 32),
@@ -69,6 +78,7 @@ BACKBONES = {
     "SigLIP base/16-224": lambda: _siglip(768, 3072, 12, 12, 16, 224),
     "SigLIP so400m/14-384": lambda: _siglip(1152, 4304, 27, 16, 14, 384),
     "ViT-B/16 + BERT-base (PMF)": _vit_bert,
+    "DINOv2-S/14 + MiniLM-L6 (the study's)": _dino_minilm,
 }
 
 

@@ -51,8 +51,12 @@ class MITPConfig(PeftConfig):
     vision_layers: Optional[list[int]] = field(
         default=None, metadata={"help": "Explicit vision-tower interaction layers, paired with `text_layers`."}
     )
-    translator_hidden_size: int = field(
-        default=512, metadata={"help": "Hidden width h of the two Linear-GELU-Linear translators between towers."}
+    translator_hidden_size: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Hidden width h of the two Linear-GELU-Linear translators between towers. Default: a third of the "
+            "text tower's width (256 on CLIP ViT-L/14), fixed when the adapter is created."
+        },
     )
     temperature: float = field(default=0.1, metadata={"help": "Temperature of the cosine-similarity softmax."})
     hub_attention: Literal["gated", "cross"] = field(
@@ -87,8 +91,12 @@ class MITPConfig(PeftConfig):
         default="mlp",
         metadata={"help": "The classification head: " + "; ".join(f"'{k}': {h.summary()}" for k, h in HEADS.items())},
     )
-    head_hidden_size: int = field(
-        default=512, metadata={"help": "Hidden width of the 'mlp' head (the other heads have no hidden layer)."}
+    head_hidden_size: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Hidden width of the 'mlp' head (the other heads have no hidden layer). Default: half the text "
+            "tower's width (384 on CLIP ViT-L/14), fixed when the adapter is created."
+        },
     )
     zero_shot_template: Optional[str] = field(
         default=None,
@@ -137,8 +145,9 @@ class MITPConfig(PeftConfig):
                 "Leave task_type unset."
             )
         _check_int("prompt_length", self.prompt_length, minimum=1)
-        _check_int("translator_hidden_size", self.translator_hidden_size, minimum=1)
-        _check_int("head_hidden_size", self.head_hidden_size, minimum=1)
+        for name in ("translator_hidden_size", "head_hidden_size"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=1)
         if self.num_labels is None:
             raise ValueError("MITPConfig needs num_labels, the number of classes (or labels), e.g. num_labels=101.")
         _check_int("num_labels", self.num_labels, minimum=1)

@@ -67,7 +67,7 @@ class MITPHead(nn.Module):
         num_labels: int,
         memory_sizes: Optional[tuple[int, int]] = None,
         zero_shot: bool = False,
-        hidden_size: int = 512,
+        hidden_size: int = 384,
         device: Optional[torch.device] = None,
     ) -> None:
         super().__init__()

@@ -28,8 +28,25 @@ def place(model: nn.Module, config: MITPConfig) -> tuple[TowerPair, dict[str, An
         if tower.needs_mask and tower.attn_implementation not in DENSE_MASK_BACKENDS:
             raise ValueError(tower.unsupported_backend_message())
     resolve_layers(config, towers.text.num_layers, towers.vision.num_layers)
+    resolve_widths(config, towers.text.hidden_size)
     towers.text.check_room(config.prompt_length)
     return towers, built_for
+
+
+def default_widths(text_width: int) -> tuple[int, int]:
+    """The default (translator, MLP head) hidden widths for a text tower of this width: a third and a half of it.
+
+    On CLIP ViT-L/14 (text width 768) that is 256 and 384, and the adapter has the paper's budget of about 2.0M
+    parameters (1,948,261 with 101 classes); on smaller backbones it shrinks with them, staying under 1% of them.
+    """
+    return max(1, round(text_width / 3)), max(1, text_width // 2)
+
+
+def resolve_widths(config: MITPConfig, text_width: int) -> None:
+    """Fix the config's unset hidden widths for this backbone, so a saved adapter names them."""
+    translator, head = default_widths(text_width)
+    config.translator_hidden_size = config.translator_hidden_size or translator
+    config.head_hidden_size = config.head_hidden_size or head
 
 
 def check_built_for(config: MITPConfig, built_for: dict[str, Any], base_model_name_or_path: Optional[str]) -> None:

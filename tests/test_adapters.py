@@ -61,7 +61,10 @@ def test_low_cpu_mem_usage_load(tmp_path, inputs):
     model = trained(tiny_clip())
     model.save_pretrained(tmp_path)
     again = PeftModel.from_pretrained(tiny_clip(), tmp_path, low_cpu_mem_usage=True)
-    assert torch.equal(again(**inputs).logits, model(**inputs).logits)
+    loaded = dict(adapter_module(again).named_parameters())
+    assert all(torch.equal(loaded[name], p) for name, p in adapter_module(model).named_parameters())
+    # The same values, in buffers assigned straight from the file: BLAS may round differently there (1e-7).
+    torch.testing.assert_close(again(**inputs).logits, model(**inputs).logits, rtol=0, atol=1e-6)
 
 
 def test_is_trainable_resumes_training(tmp_path, inputs):

@@ -40,6 +40,7 @@ from mitp_peft.extraction import extract_states
 from mitp_peft.head import HeadInputs, build_head, classification_loss
 from mitp_peft.metrics import task_metrics
 from mitp_peft.model import tuner_of
+from mitp_peft.placement import default_widths
 from mitp_peft.towers import TowerPair, resolve_towers, similarity_scale
 from mitp_peft.training import fit
 from mitp_peft.warm_start import WARM_START_EPOCHS, WARM_START_LEARNING_RATE
@@ -222,7 +223,7 @@ def new_head(kind: str, towers: TowerPair, num_labels: int) -> MITPHead:
         embed_size=towers.vision.embed_size,
         num_labels=num_labels,
         zero_shot=linear,
-        hidden_size=MITP_DEFAULTS["head_hidden_size"],
+        hidden_size=default_widths(towers.text.hidden_size)[1],
     )
 
 
