@@ -29,7 +29,8 @@ def main() -> None:
     try:
         model = mitp_peft.from_pretrained(args.adapter, base_model_name_or_path=args.base)
     except OSError as error:  # the base model is not reachable: this script's flag for it is --base
-        parser.error(f"{error}".replace("pass base_model_name_or_path=", "pass --base "))
+        parser.error(f"{error}".replace("pass base_model_name_or_path=", "pass --base ").replace(
+            "given as base_model_name_or_path", "given as --base"))  # fmt: skip
     # Without --base, predict takes the processor of the base model the adapter names.
     processor = AutoProcessor.from_pretrained(args.base) if args.base else None
     images = [Image.open(path).convert("RGB") for path in args.image]

@@ -7,6 +7,7 @@ checkpoints with `accelerator.save_state`, resuming.
     ... --checkpointing_steps 500            # writes output_dir/step_500, ...
     ... --resume_from_checkpoint out/food101/step_500
     ... --cache_extraction --dynamo_backend inductor   # frozen layers once per sample; torch.compile
+    ... --fsdp                               # the frozen backbone sharded with FSDP2 over the processes
 
 Logs the training loss every --logging_steps optimizer steps. Saves the adapter (with its model card), the processor
 and metrics.json to --output_dir.
@@ -32,6 +33,7 @@ from transformers import AutoProcessor, HfArgumentParser
 import mitp_peft
 from mitp_peft.arguments import MITPArguments
 from mitp_peft.data import DataArguments, MITPCollator, load_splits
+from mitp_peft.fsdp import adapter_state_dict, shard
 from mitp_peft.head import classification_loss
 from mitp_peft.metrics import task_metrics
 
@@ -56,6 +58,13 @@ class LoopArguments:
     resume_from_checkpoint: Optional[str] = None
     seed: int = 42
     cpu: bool = False
+    fsdp: bool = field(
+        default=False,
+        metadata={
+            "help": "Shard the frozen backbone with FSDP2 over the processes (mitp_peft.fsdp.shard; launch as for "
+            "DDP); the adapters train as they do under DDP."
+        },
+    )
     dynamo_backend: str = field(
         default="no",
         metadata={"help": "torch.compile the model with this backend (inductor, aot_eager, ...; no: eager)."},
@@ -79,6 +88,9 @@ def main() -> None:
     splits = load_splits(data_args)
     processor = AutoProcessor.from_pretrained(script_args.base_model)
     model = build_adapter(script_args, mitp_args, splits, processor)
+    if args.fsdp and (args.checkpointing_steps or args.resume_from_checkpoint):
+        raise ValueError("--fsdp does not write or resume checkpoints yet: drop --checkpointing_steps and "
+                         "--resume_from_checkpoint, or train with DDP (without --fsdp).")  # fmt: skip
     progress = Progress()
     adapter_only_checkpoints(accelerator, progress)
     if accelerator.is_main_process:
@@ -89,13 +101,18 @@ def main() -> None:
     if not args.resume_from_checkpoint:  # a resumed run loads its head from the checkpoint
         warm_start(model, script_args, splits, collator, args.seed)
     train_rows, eval_rows, batches = prepared(model, script_args, splits, collator)
+    if args.fsdp:  # after the warm start and the extraction cache, which run the towers outside the forward
+        shard(model.to(accelerator.device))
     train_loader = DataLoader(train_rows, args.per_device_train_batch_size, shuffle=True, collate_fn=batches)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizers = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     if args.optimizer not in optimizers:
         raise ValueError(f"--optimizer must be one of {sorted(optimizers)}, got {args.optimizer!r}.")
     optimizer = optimizers[args.optimizer](trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    if args.fsdp:  # sharded already: accelerate must not wrap it in DDP
+        optimizer, train_loader = accelerator.prepare(optimizer, train_loader)
+    else:
+        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
 
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     max_steps = args.max_steps or args.num_train_epochs * steps_per_epoch
@@ -112,7 +129,8 @@ def main() -> None:
         loader = accelerator.skip_first_batches(train_loader, finished * args.gradient_accumulation_steps)
         for batch in loader:
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                with accelerator.autocast():  # a model sharded by --fsdp is not prepared, so not autocast by it
+                    loss = model(**batch).loss
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad()
@@ -139,12 +157,13 @@ def main() -> None:
         eval_loader = accelerator.prepare(DataLoader(eval_rows, args.per_device_eval_batch_size, collate_fn=batches))
         metrics = evaluate(accelerator, model, eval_loader, problem_type, script_args.threshold)
         logger.info("eval: %s", metrics)
+    state = adapter_state_dict(model) if args.fsdp else None  # gathered from the shards by every process
     if accelerator.is_main_process:
         output = Path(args.output_dir)
         adapter = accelerator.unwrap_model(model)
         reported = {k: v for k, v in metrics.items() if k != "loss"}
         mitp_peft.describe_training(adapter, dataset=data_args.name, metrics=reported, training=asdict(args))
-        adapter.save_pretrained(output)
+        adapter.save_pretrained(output, state_dict=state)
         processor.save_pretrained(output)
         (output / "metrics.json").write_text(json.dumps({"eval": metrics, "steps": progress.steps}, indent=2))
     accelerator.wait_for_everyone()
@@ -211,7 +230,8 @@ def evaluate(accelerator, model, loader, problem_type: str, threshold: float) ->
     logits, labels = [], []
     with torch.no_grad():
         for batch in loader:
-            out = model(**batch)
+            with accelerator.autocast():
+                out = model(**batch)
             batch_logits, batch_labels = accelerator.gather_for_metrics((out.logits, batch["labels"]))
             logits.append(batch_logits.float().cpu())
             labels.append(batch_labels.cpu())

@@ -13,11 +13,13 @@ from peft import PeftModel
 
 from .engine import CACHED_LAYERS
 from .engine import extract_states as engine_states
+from .fsdp import refuse_sharded
 from .model import MITPModel, tuner_of
 
 
 def extract_states(model: PeftModel | MITPModel, inputs: dict) -> dict[str, torch.Tensor]:
     """The states of both towers at the active adapter's first interaction layers, for a batch of model inputs."""
+    refuse_sharded(model, "extract_states")
     tuner = tuner_of(model)
     config = tuner.peft_config[tuner.active_adapter_name]
     firsts = (config.text_layers[0], config.vision_layers[0])

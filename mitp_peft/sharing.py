@@ -52,6 +52,11 @@ def from_pretrained(
     try:
         model = AutoModel.from_pretrained(base, **base_model_kwargs)
     except OSError as error:
+        if base_model_name_or_path:
+            raise OSError(
+                f"Could not load the base model {base!r} given as base_model_name_or_path ({error}). Give the folder "
+                "of a dual encoder saved with save_pretrained, or a hub id reachable from here."
+            ) from error
         raise OSError(
             f"Could not load {base!r}, the base model of the adapter at {adapter!r}. Without hub access "
             "(HF_HUB_OFFLINE=1 or no network) it must be a local folder or already in the local cache: pass "

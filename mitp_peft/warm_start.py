@@ -14,6 +14,7 @@ import torch
 from peft import PeftModel
 from transformers.utils import logging
 
+from .fsdp import refuse_sharded
 from .head import HeadInputs, classification_loss
 from .model import MITPModel, tuner_of
 from .training import fit
@@ -36,6 +37,7 @@ def warm_start_head(
     after `get_peft_model` (and `init_head_zero_shot`, if used) and before creating the optimizer; the prompts and
     the hub are left as they are. AdamW, no weight decay, the learning rate decaying linearly to zero.
     """
+    refuse_sharded(model, "warm_start_head")
     tuner = tuner_of(model)
     name = tuner.active_adapter_name
     adapter = tuner.mitp_adapters[name]

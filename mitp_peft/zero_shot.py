@@ -11,6 +11,7 @@ from peft import PeftModel
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from .adapter import MITPAdapter
+from .fsdp import refuse_sharded
 from .model import MITPModel, tuner_of
 from .towers import TowerPair, similarity_scale
 
@@ -29,6 +30,7 @@ def init_head_zero_shot(model: PeftModel | MITPModel, tokenizer: Any, template: 
     optimizer (one created earlier holds the old head: its first step is refused). The template is recorded in the
     adapter config (`zero_shot_template`), so a saved adapter reloads with the same head.
     """
+    refuse_sharded(model, "init_head_zero_shot")
     tuner = tuner_of(model)
     name = tuner.active_adapter_name
     config = tuner.peft_config[name]

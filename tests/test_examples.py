@@ -44,3 +44,8 @@ def test_predict_names_its_own_flag_when_the_base_model_is_unreachable(tmp_path)
     assert done.returncode == 2
     assert "Could not load 'org/not-on-this-machine'" in done.stderr
     assert "pass --base '/path/to/the/base/model'" in done.stderr and "base_model_name_or_path=" not in done.stderr
+    given = run_example("predict.py", str(tmp_path / "adapter"), "--base", str(tmp_path / "nope"), "--image",
+                        str(tmp_path / "a.png"), "--text", "a")  # fmt: skip
+    assert given.returncode == 2
+    assert f"Could not load the base model '{tmp_path / 'nope'}' given as --base" in given.stderr
+    assert "of the adapter" not in given.stderr

@@ -140,6 +140,9 @@ def test_pixels_match_the_saved_processor(tiny_backbone, splits):
         images=[Image.fromarray(image).convert("RGB") for image in images], return_tensors="pt"
     )["pixel_values"]
     torch.testing.assert_close(backbone.pixels(images), expected, rtol=0, atol=1e-6)
+    # One's own photos of any size come out at the ViT's size.
+    photo = AutoProcessor.from_pretrained(folder)(images=[Image.new("RGB", (90, 60))], return_tensors="pt")
+    assert photo["pixel_values"].shape == (1, 3, 28, 28)
 
 
 def test_build_trains_the_vision_tower_keeps_minilm_and_is_reused(tiny_backbone, capsys):

@@ -147,9 +147,11 @@ def test_resumed_run_ends_with_the_same_adapter(food101, base_folder, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["train_accelerate.py", "train.py"])
+@pytest.mark.parametrize("script", ["train_accelerate.py", "train.py", "train_accelerate.py --fsdp"])
 def test_two_cpu_processes_match_one(script, food101, base_folder, tmp_path):
-    """2 processes x 2 samples end like 1 process x 4 samples, with the same eval loss (no world-size scaling)."""
+    """2 processes x 2 samples end like 1 process x 4 samples, with the same eval loss (no world-size scaling);
+    with --fsdp the two processes hold the backbone sharded (FSDP2), the one process holds it plain."""
+    script, *sharded = script.split()
     if script == "train.py":
         extra = ("--optim", "sgd", "--use_cpu", "--report_to", "none", "--save_strategy", "no")
         single_only, double_only = (), ("--ddp_backend", "gloo")
@@ -161,7 +163,8 @@ def test_two_cpu_processes_match_one(script, food101, base_folder, tmp_path):
     single, single_metrics = run_script(script, food101, base_folder, tmp_path / "one", *args, *single_only,
                                         "--per_device_train_batch_size", "4")  # fmt: skip
     double, double_metrics = run_script(script, food101, base_folder, tmp_path / "two", *args, *double_only,
-                                        "--per_device_train_batch_size", "2", launcher=launcher, env=env)  # fmt: skip
+                                        *sharded, "--per_device_train_batch_size", "2", launcher=launcher,
+                                        env=env)  # fmt: skip
     assert_same(double, single)
     loss = "eval_loss" if script == "train.py" else "loss"
     assert double_metrics["eval"][loss] == pytest.approx(single_metrics["eval"][loss], rel=1e-5)

@@ -58,6 +58,8 @@ class BuildSettings:
     num_hidden_layers: int = 4
     patch_size: int = 7
     projection_dim: int = 256
+    processor_resizes: bool = True
+    """The saved processor resizes any image to the ViT's 28 px (builds before it did not)."""
 
 
 # The demo's backbone, and a second one built differently and stronger for the accuracy benchmark: a deeper ViT (6
@@ -99,7 +101,7 @@ def new_backbone(settings: BuildSettings) -> tuple[VisionTextDualEncoderModel, V
     model.visual_projection = torch.nn.Linear(settings.hidden_size, settings.projection_dim, bias=False)
     model.text_projection = torch.nn.Linear(text.config.hidden_size, settings.projection_dim, bias=False)
     image_processor = ViTImageProcessorPil(
-        do_resize=False, size={"height": size, "width": size}, image_mean=IMAGE_MEAN, image_std=IMAGE_STD
+        do_resize=True, size={"height": size, "width": size}, resample=2, image_mean=IMAGE_MEAN, image_std=IMAGE_STD
     )
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     return model, VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer)
