@@ -11,7 +11,7 @@ from transformers import AutoModel, default_data_collator
 
 from mitp_peft import MITPConfig, init_head_zero_shot, warm_start_head
 from mitp_peft.arguments import MITPArguments
-from mitp_peft.data import MITPCollator, Splits
+from mitp_peft.data import DataArguments, MITPCollator, Splits
 from mitp_peft.extraction import cache_extraction
 from mitp_peft.warm_start import WARM_START_EPOCHS
 
@@ -51,6 +51,15 @@ def build_adapter(script: ScriptArguments, settings: MITPArguments, splits: Spli
     if template is not None:
         init_head_zero_shot(model, processor.tokenizer, template)
     return model
+
+
+def make_collator(model: PeftModel, processor: Any, splits: Splits, data: DataArguments) -> MITPCollator:
+    """The collator for the adapter: with missing modalities (simulated, or in the data), a missing-aware adapter
+    gets presence masks, an unaware one a blank image or an empty text in their place (the unaware baseline)."""
+    num_labels = len(splits.label_names) if splits.multi_label else None
+    simulated = bool(data.missing_rate or data.eval_missing_rate)
+    missing = "mask" if model.active_peft_config.missing_modalities else ("fill" if simulated else "error")
+    return MITPCollator(processor, model.max_text_length, num_labels=num_labels, missing=missing)
 
 
 def prepared(model: PeftModel, script: ScriptArguments, splits: Splits, collator: MITPCollator) -> tuple:

@@ -16,12 +16,12 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from common import ScriptArguments, build_adapter, prepared, warm_start
+from common import ScriptArguments, build_adapter, make_collator, prepared, warm_start
 from transformers import AutoProcessor, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 import mitp_peft
 from mitp_peft.arguments import MITPArguments
-from mitp_peft.data import DataArguments, MITPCollator, load_splits
+from mitp_peft.data import DataArguments, load_splits
 from mitp_peft.metrics import compute_metrics
 
 logger = logging.getLogger(__name__)
@@ -41,8 +41,7 @@ def main() -> None:
     model = build_adapter(script_args, mitp_args, splits, processor)
     model.print_trainable_parameters()
     problem_type = model.active_peft_config.problem_type
-    num_labels = len(splits.label_names) if splits.multi_label else None
-    collator = MITPCollator(processor, model.max_text_length, num_labels=num_labels)
+    collator = make_collator(model, processor, splits, data_args)
     if not training_args.resume_from_checkpoint:  # a resumed run loads its head from the checkpoint
         warm_start(model, script_args, splits, collator, training_args.seed)
     train_rows, eval_rows, batches = prepared(model, script_args, splits, collator)

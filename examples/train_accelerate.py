@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from common import ScriptArguments, build_adapter, prepared, warm_start
+from common import ScriptArguments, build_adapter, make_collator, prepared, warm_start
 from peft import PeftConfig, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
@@ -32,7 +32,7 @@ from transformers import AutoProcessor, HfArgumentParser
 
 import mitp_peft
 from mitp_peft.arguments import MITPArguments
-from mitp_peft.data import DataArguments, MITPCollator, load_splits
+from mitp_peft.data import DataArguments, load_splits
 from mitp_peft.fsdp import adapter_state_dict, shard
 from mitp_peft.head import classification_loss
 from mitp_peft.metrics import task_metrics
@@ -96,8 +96,7 @@ def main() -> None:
     if accelerator.is_main_process:
         model.print_trainable_parameters()
     problem_type = model.active_peft_config.problem_type
-    num_labels = len(splits.label_names) if splits.multi_label else None
-    collator = MITPCollator(processor, model.max_text_length, num_labels=num_labels)
+    collator = make_collator(model, processor, splits, data_args)
     if not args.resume_from_checkpoint:  # a resumed run loads its head from the checkpoint
         warm_start(model, script_args, splits, collator, args.seed)
     train_rows, eval_rows, batches = prepared(model, script_args, splits, collator)

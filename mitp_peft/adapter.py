@@ -11,6 +11,7 @@ from .config import MITPConfig
 from .engine import encode
 from .head import HeadInputs, MITPHead, build_head
 from .hub import MemoryHub
+from .missing import Presence
 from .towers import TowerPair
 
 
@@ -54,6 +55,14 @@ class MITPAdapter(nn.Module):
             config.hub_reads,
             device,
         )
+        self.missing_modalities = config.missing_modalities
+        if config.missing_modalities:
+            # Zero at the start: a complete sample is computed exactly as without missing-awareness.
+            self.missing_prompts = nn.Parameter(torch.zeros(2, *shape, device=device))
+            self.image_placeholder = nn.Parameter(torch.zeros(vision.pooled_size, device=device))
+            self.text_placeholder = nn.Parameter(torch.zeros(text.pooled_size, device=device))
+        else:
+            self.missing_prompts = self.image_placeholder = self.text_placeholder = None
         self.head = self.new_head(config, towers, device)
         self.head_fitted = False
         """Whether `warm_start_head` has fitted this head (then `init_head_zero_shot` would throw the fit away)."""
@@ -78,19 +87,63 @@ class MITPAdapter(nn.Module):
             device=device,
         )
 
+    def first_prompts(self, batch: int, found: Presence) -> tuple[torch.Tensor, torch.Tensor]:
+        """p_t(1) and p_v(1) = G_t->v(p_t(1)) for each sample: the learned prompt, plus (missing-aware) the learned
+        prompt of what the sample lacks (`missing_prompts`: image missing, text missing), so that the prompts tell the
+        towers what is absent."""
+        if found.complete:
+            return self.prompt.expand(batch, -1, -1), self.hub.initial_vision_prompt(self.prompt).expand(batch, -1, -1)
+        device = self.prompt.device
+        lacks = [(~found.has(m, batch, device)).to(self.prompt.dtype)[:, None, None] for m in ("image", "text")]
+        prompt = self.prompt + lacks[0] * self.missing_prompts[0] + lacks[1] * self.missing_prompts[1]
+        return prompt, self.hub.initial_vision_prompt(prompt)
+
+    def fill_absent(self, modality: str, pooled: Optional[torch.Tensor], found: Presence, batch: int) -> torch.Tensor:
+        """A tower's pooled features with the learned placeholder where a sample lacks the modality (all of them,
+        `pooled` None, when the tower did not run)."""
+        placeholder = self.image_placeholder if modality == "image" else self.text_placeholder
+        if pooled is None:
+            return placeholder.expand(batch, -1)
+        mask = found.image if modality == "image" else found.text
+        if mask is None:
+            return pooled
+        return torch.where(mask.to(pooled.device)[:, None], pooled, placeholder.to(pooled.dtype))
+
     def forward(
         self, towers: TowerPair, inputs: dict, taken_at: Optional[tuple[int, int]] = None
     ) -> tuple[torch.Tensor, HeadInputs]:
-        """Logits for a batch of model inputs, and what the head read (`taken_at`: see `engine.encode`)."""
+        """Logits for a batch of model inputs, and what the head read (`taken_at`: see `engine.encode`).
+
+        Where a sample lacks a modality, the head reads the placeholder in place of its pooled features, and no
+        agreement in the shared space (its embeddings are zero there) and no memory of it."""
         encoded = encode(towers, self, inputs, taken_at)
+        found, batch = encoded.presence, encoded.image_features.shape[0]
+        kept = {
+            m: None if found.complete else found.has(m, batch, encoded.image_features.device)
+            for m in ("image", "text")
+        }
         embeds = (None, None)
         if self.head.needs_embeddings:
             embeds = (
-                towers.vision.embed_pooled(encoded.image_features),
-                towers.text.embed_pooled(encoded.text_features),
+                _zero_absent(towers.vision.embed_pooled(encoded.image_features), kept["image"]),
+                _zero_absent(towers.text.embed_pooled(encoded.text_features), kept["text"]),
             )
-        memory = (
-            (None, None) if encoded.memory is None else (encoded.memory.vision.mean(1), encoded.memory.text.mean(1))
-        )
+        memory = (None, None)
+        if encoded.memory is not None:
+            memory = tuple(
+                _zero_absent(
+                    torch.zeros(batch, size, device=encoded.image_features.device) if m is None else m.mean(1),
+                    kept[name],
+                )
+                for m, size, name in (
+                    (encoded.memory.vision, self.hub.translate_text_to_vision[-1].out_features, "image"),
+                    (encoded.memory.text, self.hub.translate_vision_to_text[-1].out_features, "text"),
+                )
+            )
         features = HeadInputs(encoded.image_features, encoded.text_features, *embeds, *memory)
         return self.head(features), features
+
+
+def _zero_absent(values: torch.Tensor, present: Optional[torch.Tensor]) -> torch.Tensor:
+    """Rows of samples that lack the modality set to zero (None: every sample has it)."""
+    return values if present is None else values * present.to(values.dtype)[:, None]

@@ -23,6 +23,16 @@ class MITPCollator:
     max_text_length: Optional[int]
     num_labels: Optional[int] = None
     padding: Union[bool, str] = True
+    missing: str = "error"
+    """Rows whose image is None or whose text is None or empty: `"error"` refuses them, naming the row; `"mask"`
+    gives the model `image_present` / `text_present` masks (an adapter with missing_modalities), with a blank image or
+    an empty text in the missing places, and leaves a modality that no row of the batch has out altogether (its tower
+    then does not run); `"fill"` gives the blank image or empty text alone, as if they were real (a model unaware of
+    missingness)."""
+
+    def __post_init__(self) -> None:
+        if self.missing not in MISSING_HANDLING:
+            raise ValueError(f"missing must be one of {MISSING_HANDLING}, got {self.missing!r}.")
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         missing = [column for column in ("image", "text") if column not in rows[0]]
@@ -33,14 +43,33 @@ class MITPCollator:
                 "TrainingArguments(remove_unused_columns=False): by default Trainer drops every column the model's "
                 "forward does not name, and the raw image and text are not model inputs."
             )
+        has_image = [row["image"] is not None for row in rows]
+        has_text = [row["text"] is not None and row["text"] != "" for row in rows]
+        lacking = [i for i, (image, text) in enumerate(zip(has_image, has_text, strict=True)) if not (image and text)]
+        if lacking and self.missing == "error":
+            i = lacking[0]
+            what = "image" if not has_image[i] else "text"
+            raise ValueError(
+                f"Row {i} of the batch has no {what} ({len(lacking)} row(s) lack one). To train and predict with "
+                "samples that lack a modality, create the adapter with MITPConfig(missing_modalities=True) and the "
+                "collator with MITPCollator(..., missing='mask') (the readers take allow_missing=True)."
+            )
+        masked = self.missing == "mask"
+        images = [_rgb(row["image"]) if has else BLANK for row, has in zip(rows, has_image, strict=True)]
+        texts = [row["text"] if has else "" for row, has in zip(rows, has_text, strict=True)]
+        run_image, run_text = (any(has_image) or not masked), (any(has_text) or not masked)
         batch = self.processor(
-            text=[row["text"] for row in rows],
-            images=[_rgb(row["image"]) for row in rows],
+            text=texts if run_text else None,
+            images=images if run_image else None,
             return_tensors="pt",
             padding=self.padding,
             truncation=True,
             max_length=self.max_text_length,
         )
+        if masked and run_image and not all(has_image):
+            batch["image_present"] = torch.tensor(has_image)
+        if masked and run_text and not all(has_text):
+            batch["text_present"] = torch.tensor(has_text)
         if "labels" in rows[0]:
             if self.num_labels is None:
                 raise ValueError("Multi-label rows need MITPCollator(num_labels=...) to build multi-hot targets.")
@@ -50,6 +79,11 @@ class MITPCollator:
         elif "label" in rows[0]:
             batch["labels"] = torch.tensor([row["label"] for row in rows])
         return dict(batch)
+
+
+MISSING_HANDLING = ("error", "mask", "fill")
+BLANK = Image.new("RGB", (224, 224))
+"""What stands in a missing image's place (the processor resizes it); a missing-aware model never reads it."""
 
 
 def _rgb(image: Any) -> Any:

@@ -80,6 +80,15 @@ class MITPConfig(PeftConfig):
     head_uses_memory: bool = field(
         default=False, metadata={"help": "Also feed the last hub memory (mean over prompts) to the head."}
     )
+    missing_modalities: bool = field(
+        default=False,
+        metadata={
+            "help": "Take samples that lack their image or their text (masks image_present / text_present, or "
+            "batches without one modality's inputs): a learned prompt per missing type, a hub that does not read an "
+            "absent tower, learned placeholders for an absent tower's features in the head. Complete samples are "
+            "computed as without it."
+        },
+    )
     layer_prompts: bool = field(
         default=False,
         metadata={

@@ -4,7 +4,9 @@ Every reader returns a `datasets.DatasetDict` with `image`, `text` and `label` (
 `labels` (multi-label, a list of `ClassLabel` indices) columns. Bad data stops with an error naming the file and the
 row (with `verify_images=True`, the default, every image is decoded once, which takes minutes for 100,000 photos;
 without it a broken image fails only when training reaches its row); samples that a dataset's convention
-drops (MM-IMDB movies without any of the 23 genres) are counted in the log.
+drops (MM-IMDB movies without any of the 23 genres) are counted in the log. With `allow_missing=True` a reader keeps
+rows that lack their image or their text (None there; see `MITPConfig.missing_modalities`), and `simulate_missing`
+removes one from a seeded share of the rows, as the missing-modality literature measures it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import datasets
+import numpy as np
 from PIL import Image
 
 from .collator import MITPCollator  # noqa: F401  (the readers' rows go through it: importable from here too)
@@ -34,7 +37,7 @@ MMIMDB_GENRES = (
 SNLI_VE_LABELS = ("entailment", "neutral", "contradiction")
 
 
-def load_food101(root: str | Path, verify_images: bool = True) -> datasets.DatasetDict:
+def load_food101(root: str | Path, verify_images: bool = True, allow_missing: bool = False) -> datasets.DatasetDict:
     """UPMC-Food101: `images/{train,test}/<class>/<file>` and `texts/{train,test}_titles.csv`.
 
     CSV rows are `image file, title, class` (a header row is recognised by a first cell that is not an image file).
@@ -52,11 +55,11 @@ def load_food101(root: str | Path, verify_images: bool = True) -> datasets.Datas
             image_file, title, label = row[0], row[1], row[2]
             image = root / "images" / split / label / image_file
             rows[number] = dict(image=str(image), text=title, label=_label_index(label, names, table, number))
-        splits[split] = _dataset(rows, datasets.ClassLabel(names=names), "label", table, verify_images)
+        splits[split] = _dataset(rows, datasets.ClassLabel(names=names), "label", table, verify_images, allow_missing)
     return datasets.DatasetDict(splits)
 
 
-def load_mmimdb(root: str | Path, verify_images: bool = True) -> datasets.DatasetDict:
+def load_mmimdb(root: str | Path, verify_images: bool = True, allow_missing: bool = False) -> datasets.DatasetDict:
     """MM-IMDB: `dataset/<id>.jpeg` and `<id>.json` (with `plot` and `genres`), and `split.json`.
 
     The text is the first plot summary; the labels are the movie's genres among the 23 of the literature. Movies with
@@ -87,12 +90,12 @@ def load_mmimdb(root: str | Path, verify_images: bool = True) -> datasets.Datase
                 "MM-IMDB %s: dropped %d of %d movies with none of the 23 genres.", split, dropped, len(rows) + dropped
             )
         label_feature = datasets.Sequence(datasets.ClassLabel(names=list(MMIMDB_GENRES)))
-        splits[split] = _dataset(rows, label_feature, "labels", split_file, verify_images)
+        splits[split] = _dataset(rows, label_feature, "labels", split_file, verify_images, allow_missing)
     return datasets.DatasetDict(splits)
 
 
 def load_snli_ve(
-    root: str | Path, images: Optional[str | Path] = None, verify_images: bool = True
+    root: str | Path, images: Optional[str | Path] = None, verify_images: bool = True, allow_missing: bool = False
 ) -> datasets.DatasetDict:
     """SNLI-VE: `snli_ve_{train,dev,test}.jsonl` (`Flickr30K_ID`, `sentence2`, `gold_label`) and the Flickr30k
     images (`<images>/<id>.jpg`, by default `<root>/flickr30k_images`). The hypothesis is the text."""
@@ -109,7 +112,8 @@ def load_snli_ve(
             label = _label_index(record["gold_label"], SNLI_VE_LABELS, table, number)
             image = image_dir / f"{record['Flickr30K_ID']}.jpg"
             rows[number] = dict(image=str(image), text=record["sentence2"], label=label)
-        splits[split] = _dataset(rows, datasets.ClassLabel(names=list(SNLI_VE_LABELS)), "label", table, verify_images)
+        label_feature = datasets.ClassLabel(names=list(SNLI_VE_LABELS))
+        splits[split] = _dataset(rows, label_feature, "label", table, verify_images, allow_missing)
     return datasets.DatasetDict(splits)
 
 
@@ -120,6 +124,7 @@ def load_pairs(
     label_column: str = "label",
     label_names: Optional[Iterable[str]] = None,
     verify_images: bool = True,
+    allow_missing: bool = False,
 ) -> datasets.DatasetDict:
     """Your own data: a CSV (with a header; Excel's UTF-8 BOM is fine) or JSON-lines file per split, e.g.
     `{"train": "train.csv", "validation": "val.csv"}`, each row holding an image path (relative to the file's folder
@@ -149,13 +154,13 @@ def load_pairs(
     for split, table in tables.items():
         rows = {
             number: dict(
-                image=str(table.parent / record[image_column]),
-                text=str(record[text_column]),
+                image=str(table.parent / record[image_column]) if str(record[image_column] or "").strip() else None,
+                text=None if record[text_column] is None else str(record[text_column]),
                 label=_label_index(str(record[label_column]), names, table, number),
             )
             for number, record in records[split]
         }
-        splits[split] = _dataset(rows, datasets.ClassLabel(names=names), "label", table, verify_images)
+        splits[split] = _dataset(rows, datasets.ClassLabel(names=names), "label", table, verify_images, allow_missing)
     return datasets.DatasetDict(splits)
 
 
@@ -193,6 +198,29 @@ def load_hub(
     return data.select_columns(["image", "text", "label"])
 
 
+MISSING_TYPES = ("image", "text", "both")
+
+
+def simulate_missing(dataset: datasets.Dataset, rate: float, kind: str, seed: int = 0) -> datasets.Dataset:
+    """The dataset with `rate` of its rows lacking a modality, chosen per row from `seed` (the same rows every run):
+    the image (`kind="image"`), the text (`"text"`), or half of them each (`"both"`, the mixed setting of MAP, Lee
+    et al., CVPR 2023). The column `missing` records what each row lacks ("", "image" or "text")."""
+    if kind not in MISSING_TYPES:
+        raise ValueError(f"missing type must be one of {MISSING_TYPES}, got {kind!r}.")
+    if not 0 <= rate <= 1:
+        raise ValueError(f"missing rate must be in [0, 1], got {rate!r}.")
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    chosen = order[: round(rate * len(dataset))]
+    lacks = [""] * len(dataset)
+    for position, row in enumerate(chosen):
+        lacks[row] = kind if kind != "both" else ("image" if position % 2 == 0 else "text")
+
+    def remove(row: dict, index: int) -> dict:
+        return {**row, "missing": lacks[index], **({lacks[index]: None} if lacks[index] else {})}
+
+    return dataset.map(remove, with_indices=True, desc="simulating missing modalities")
+
+
 @dataclass
 class DataArguments:
     """Which data a training script reads: one of the paper's datasets, your own pairs, or a hub dataset."""
@@ -212,6 +240,14 @@ class DataArguments:
     label_column: str = field(default="label", metadata={"help": "pairs, hub: column of labels."})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Train on the first N samples only."})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Evaluate on the first N samples only."})
+    missing_rate: float = field(
+        default=0.0, metadata={"help": "Simulate missing modalities: the share of training rows that lack one."}
+    )
+    eval_missing_rate: Optional[float] = field(
+        default=None, metadata={"help": "The same for the evaluation rows (default: --missing_rate)."}
+    )
+    missing_type: str = field(default="both", metadata={"help": f"What the rows lack: one of {MISSING_TYPES}."})
+    missing_seed: int = field(default=0, metadata={"help": "Which rows lack a modality (recorded per row)."})
 
     @property
     def name(self) -> str:
@@ -272,6 +308,11 @@ def load_splits(args: DataArguments) -> Splits:
         evaluation = found[0]
     train = _first(data["train"], args.max_train_samples)
     evaluated = None if evaluation is None else _first(data[evaluation], args.max_eval_samples)
+    eval_rate = args.missing_rate if args.eval_missing_rate is None else args.eval_missing_rate
+    if args.missing_rate:
+        train = simulate_missing(train, args.missing_rate, args.missing_type, args.missing_seed)
+    if evaluated is not None and eval_rate:
+        evaluated = simulate_missing(evaluated, eval_rate, args.missing_type, args.missing_seed + 1)
     multi_label = "labels" in train.features
     names = (train.features["labels"].feature if multi_label else train.features["label"]).names
     return Splits(train, evaluated, list(names), multi_label)
@@ -359,19 +400,42 @@ def _label_index(label: str, names: Iterable[str], table: Path, number: int) -> 
 
 
 def _dataset(
-    rows: dict[int | str, dict], label_feature: Any, label_key: str, source: Path, verify: bool
+    rows: dict[int | str, dict],
+    label_feature: Any,
+    label_key: str,
+    source: Path,
+    verify: bool,
+    allow_missing: bool = False,
 ) -> datasets.Dataset:
-    """The rows (keyed by the row number or name the errors give) as a Dataset, once every image was found."""
+    """The rows (keyed by the row number or name the errors give) as a Dataset, once every image was found.
+
+    A row without its image (an empty cell, or a file that does not exist) or without its text (an empty cell) is an
+    error naming it, unless `allow_missing`: then the image or the text is None, and the counts are logged."""
+    absent = {"image": 0, "text": 0}
     for number, row in rows.items():
         where = f"row {number}" if isinstance(number, int) else number
-        image = Path(row["image"])
-        if not image.exists():
-            raise FileNotFoundError(f"{source}, {where}: image {image} does not exist.")
+        if row["text"] is None or not str(row["text"]).strip():
+            if not allow_missing:
+                raise ValueError(
+                    f"{source}, {where}: the text is empty. Give it, drop the row, or read with allow_missing=True "
+                    "(for an adapter with missing_modalities)."
+                )
+            row["text"], absent["text"] = None, absent["text"] + 1
+        image = None if row["image"] is None else Path(row["image"])
+        if image is None or not image.exists():
+            if not allow_missing:
+                shown = "no image" if image is None else f"image {image} does not exist"
+                raise FileNotFoundError(f"{source}, {where}: {shown}.")
+            row["image"], absent["image"] = None, absent["image"] + 1
+            continue
         if verify:
             try:
                 with Image.open(image) as opened:
                     opened.load()  # a full decode: verify() passes truncated JPEGs
             except Exception as error:  # PIL raises many types for broken files
                 raise ValueError(f"{source}, {where}: image {image} cannot be read ({error}).") from error
+    if any(absent.values()):
+        logger.info("%s: %d of %d rows without their image, %d without their text.", source, absent["image"],
+                    len(rows), absent["text"])  # fmt: skip
     features = datasets.Features(image=datasets.Image(), text=datasets.Value("string"), **{label_key: label_feature})
     return datasets.Dataset.from_list(list(rows.values()), features=features)

@@ -15,6 +15,7 @@ from torch import nn
 
 from .checks import require
 from .hub import Memory, Tokens, activate
+from .missing import Presence, presence
 from .towers import Tower, TowerPair, TowerState, VisionTower
 
 
@@ -23,6 +24,8 @@ class Encoded(NamedTuple):
     text_features: torch.Tensor
     memory: Optional[Memory]
     """The hub memory after the last pair; computed only when the head uses it."""
+    presence: Presence
+    """Which samples had each modality."""
 
 
 # Inputs that replace a tower's embedding and extraction layers: its states at the first interaction layer, as
@@ -82,39 +85,53 @@ def without_checkpointing(layers: Sequence[nn.Module]) -> Iterator[None]:
             layer.gradient_checkpointing = True
 
 
-def check_inputs(inputs: dict, vision: VisionTower) -> None:
+def check_inputs(inputs: dict, vision: VisionTower, missing_modalities: bool = False) -> None:
     """Fail early, naming the problem, instead of with a shape error deep inside torch."""
-    missing = [name for name in ("pixel_values", "input_ids") if inputs.get(name) is None]
-    if inputs.get(CACHED_VISION_STATES) is not None:
-        missing = [name for name in missing if name != "pixel_values"]
-    if missing:
+    has_image, has_text = given(inputs)
+    if not (has_image and has_text) and not missing_modalities:
+        missing = [name for name, has in (("pixel_values", has_image), ("input_ids", has_text)) if not has]
         raise ValueError(
             f"MITP needs both an image and a text per sample; missing {missing}. Pass pixel_values (from the image "
-            "processor) and input_ids (+ attention_mask) from the tokenizer."
+            "processor) and input_ids (+ attention_mask) from the tokenizer; for samples that lack one, create the "
+            "adapter with MITPConfig(missing_modalities=True)."
         )
-    input_ids = inputs["input_ids"]
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
-    if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
-        raise ValueError(
-            f"input_ids must be integer token ids, as the tokenizer gives them, got dtype {input_ids.dtype}. Pass "
-            "the tokenizer's output as it is (or .long() it)."
-        )
-    for name in ("attention_mask", "token_type_ids", "position_ids"):
-        value = inputs.get(name)
-        if value is not None and tuple(value.shape) != tuple(input_ids.shape):
+    input_ids = inputs.get("input_ids")
+    if input_ids is not None:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}.")
+        if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
             raise ValueError(
-                f"{name} has shape {tuple(value.shape)} but input_ids {tuple(input_ids.shape)}; they must match."
+                f"input_ids must be integer token ids, as the tokenizer gives them, got dtype {input_ids.dtype}. "
+                "Pass the tokenizer's output as it is (or .long() it)."
             )
+        for name in ("attention_mask", "token_type_ids", "position_ids"):
+            value = inputs.get(name)
+            if value is not None and tuple(value.shape) != tuple(input_ids.shape):
+                raise ValueError(
+                    f"{name} has shape {tuple(value.shape)} but input_ids {tuple(input_ids.shape)}; they must match."
+                )
     pixel_values = inputs.get("pixel_values")
-    if pixel_values is None:  # the vision tower starts from cached states, checked in _check_cache
+    if pixel_values is None:  # no images, or the vision tower starts from cached states (checked in _check_cache)
         return
     vision.check_pixels(pixel_values)
-    if pixel_values.shape[0] != input_ids.shape[0]:
+    if input_ids is not None and pixel_values.shape[0] != input_ids.shape[0]:
         raise ValueError(
             f"Image and text batch sizes differ: pixel_values has {pixel_values.shape[0]} samples, input_ids "
             f"{input_ids.shape[0]}. MITP classifies (image, text) pairs: give one text per image."
         )
+
+
+def given(inputs: dict) -> tuple[bool, bool]:
+    """Whether the batch holds image inputs (pixels or cached vision states) and text inputs at all."""
+    has_image = inputs.get("pixel_values") is not None or inputs.get(CACHED_VISION_STATES) is not None
+    return has_image, inputs.get("input_ids") is not None
+
+
+def batch_size(inputs: dict) -> int:
+    for name in ("input_ids", "pixel_values", CACHED_VISION_STATES):
+        if inputs.get(name) is not None:
+            return inputs[name].shape[0]
+    raise ValueError("The batch holds neither images nor texts: give pixel_values, input_ids, or both.")
 
 
 def extraction_layers(towers: TowerPair, first_text: int, first_vision: int) -> list[nn.Module]:
@@ -144,51 +161,59 @@ def encode(towers: TowerPair, adapter: nn.Module, inputs: dict, taken_at: Option
 
     Cached states in `inputs` are taken at the adapter's first interaction layers (as `mitp_peft.extraction` writes
     them, checked), or at the layers `taken_at` (text, vision) names, at or below those, when the caller took them
-    itself (a batch shared by several adapters, see `MITPModel`)."""
-    check_inputs(inputs, towers.vision)
+    itself (a batch shared by several adapters, see `MITPModel`). A missing-aware adapter takes samples without an
+    image or a text (see `mitp_peft.missing`): a tower whose inputs the batch lacks altogether does not run."""
+    aware = adapter.missing_modalities
+    check_inputs(inputs, towers.vision, aware)
+    batch = batch_size(inputs)
+    found = presence(inputs, aware, batch, *given(inputs))
     text_layers, vision_layers = adapter.text_layers, adapter.vision_layers
     num_prompts = adapter.prompt_length
-    inputs = fit_text(inputs, towers.text, num_prompts)
+    if found.run_text:
+        inputs = fit_text(inputs, towers.text, num_prompts)
     starts = taken_at or (text_layers[0], vision_layers[0])
     text, vision = (
-        _start(tower, layers, num_prompts, inputs, cached, start)
-        for tower, layers, cached, start in (
-            (towers.text, text_layers, CACHED_TEXT_STATES, starts[0]),
-            (towers.vision, vision_layers, CACHED_VISION_STATES, starts[1]),
+        _start(tower, layers, num_prompts, inputs, cached, start) if run else None
+        for tower, layers, cached, start, run in (
+            (towers.text, text_layers, CACHED_TEXT_STATES, starts[0], found.run_text),
+            (towers.vision, vision_layers, CACHED_VISION_STATES, starts[1], found.run_image),
         )
     )
     if taken_at is None and any(inputs.get(name) is not None for name in (CACHED_TEXT_STATES, CACHED_VISION_STATES)):
-        _check_cache(inputs, text_layers[0], vision_layers[0], inputs["input_ids"].shape[0])
+        _check_cache(inputs, text_layers[0], vision_layers[0], batch)
+    streams = [(stream, layers) for stream, layers in ((text, text_layers), (vision, vision_layers)) if stream]
 
     # Extraction layers below the first interaction layer are frozen and see no prompt: keep no activations.
     with torch.no_grad(), without_checkpointing(extraction_layers(towers, text_layers[0], vision_layers[0])):
-        text.run_until(text_layers[0])
-        vision.run_until(vision_layers[0])
+        for stream, layers in streams:
+            stream.run_until(layers[0])
 
-    batch = text.hidden.shape[0]
     hub = adapter.hub
-    prompt_t = adapter.prompt.expand(batch, -1, -1)
-    prompt_v = hub.initial_vision_prompt(adapter.prompt).expand(batch, -1, -1)
+    prompt_t, prompt_v = adapter.first_prompts(batch, found)
     memory: Optional[Memory] = None
     last = len(text_layers) - 1
     for pair in range(len(text_layers)):
-        text.run_until(text_layers[pair])
-        vision.run_until(vision_layers[pair])
+        for stream, layers in streams:
+            stream.run_until(layers[pair])
         if memory is not None:
-            prompt_t, prompt_v = text.activate(memory.text), vision.activate(memory.vision)
+            prompt_t = text and text.activate(memory.text)
+            prompt_v = vision and vision.activate(memory.vision)
         if adapter.text_layer_prompts is not None:
-            prompt_t = prompt_t + adapter.text_layer_prompts[pair].to(prompt_t.dtype)
-            prompt_v = prompt_v + adapter.vision_layer_prompts[pair].to(prompt_v.dtype)
-        outputs_t = text.acquire(pair, prompt_t)
-        outputs_v = vision.acquire(pair, prompt_v)
+            prompt_t = None if text is None else prompt_t + adapter.text_layer_prompts[pair].to(prompt_t.dtype)
+            prompt_v = None if vision is None else prompt_v + adapter.vision_layer_prompts[pair].to(prompt_v.dtype)
+        outputs_t = text and text.acquire(pair, prompt_t)
+        outputs_v = vision and vision.acquire(pair, prompt_v)
         # After the last pair the hub has no next layer to feed, unless the head reads its memory.
         if pair < last or adapter.head_uses_memory:
             tokens = None
             if hub.reads == "tokens":
-                tokens = Tokens(text.hidden, text.state.token_mask, vision.hidden, vision.state.token_mask)
-            memory = hub.consolidate(outputs_t, outputs_v, memory, tokens)
+                tokens = Tokens(text and text.hidden, text and text.state.token_mask, vision and vision.hidden,
+                                vision and vision.state.token_mask)  # fmt: skip
+            memory = hub.consolidate(outputs_t, outputs_v, memory, tokens, found.text, found.image)
 
-    return Encoded(vision.pool(), text.pool(), memory if adapter.head_uses_memory else None)
+    image = adapter.fill_absent("image", vision and vision.pool(), found, batch)
+    text_features = adapter.fill_absent("text", text and text.pool(), found, batch)
+    return Encoded(image, text_features, memory if adapter.head_uses_memory else None, found)
 
 
 # Inputs with one column per text token, trimmed together when the text must make room for the prompts.

@@ -22,6 +22,7 @@ from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
 from .engine import CACHE_INPUTS
+from .missing import PRESENCE_INPUTS
 from .towers import TowerPair
 
 TUNER = "_mitp_tuner"
@@ -39,7 +40,7 @@ OWN_ARGUMENTS = ("labels", "num_items_in_batch", "return_dict")
 def joint_signature(towers: TowerPair) -> inspect.Signature:
     """The joint forward's parameters with this backbone: the towers' inputs, the cache inputs, labels."""
     names = dict.fromkeys(["input_ids", "pixel_values", *towers.text.input_names, *towers.vision.input_names])
-    names.update(dict.fromkeys([*CACHE_INPUTS, *OWN_ARGUMENTS]))
+    names.update(dict.fromkeys([*PRESENCE_INPUTS, *CACHE_INPUTS, *OWN_ARGUMENTS]))
     keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
     return inspect.Signature([inspect.Parameter(name, keyword, default=None) for name in names])
 

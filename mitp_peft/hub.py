@@ -140,29 +140,61 @@ class MemoryHub(nn.Module):
         return self.translate_text_to_vision(text_prompt.to(self.dtype))
 
     def consolidate(
-        self, text: torch.Tensor, vision: torch.Tensor, previous: Optional[Memory], tokens: Optional[Tokens] = None
+        self,
+        text: Optional[torch.Tensor],
+        vision: Optional[torch.Tensor],
+        previous: Optional[Memory],
+        tokens: Optional[Tokens] = None,
+        text_present: Optional[torch.Tensor] = None,
+        image_present: Optional[torch.Tensor] = None,
     ) -> Memory:
         """Consolidate the prompt outputs of one interaction layer into memory, m(k) = c(k) + decay * m(k-1).
 
-        `tokens` (both towers' token streams after that layer) are read too when the hub reads tokens."""
-        text, vision = text.to(self.dtype), vision.to(self.dtype)
-        other_vision, vision_mask = _with_tokens(vision, tokens and tokens.vision, tokens and tokens.vision_mask)
-        other_text, text_mask = _with_tokens(text, tokens and tokens.text, tokens and tokens.text_mask)
+        `tokens` (both towers' token streams after that layer) are read too when the hub reads tokens. A tower that
+        did not run gives None (its memory is None, and the other modality reads nothing of it); `text_present` /
+        `image_present` ((batch,) bool, None: all present) close the gate of what a sample reads of a modality it
+        lacks, so that it keeps only its own context."""
+        text = None if text is None else text.to(self.dtype)
+        vision = None if vision is None else vision.to(self.dtype)
+        read_by_text = read_by_vision = (None, None)
+        if vision is not None:
+            read_by_text = _with_tokens(vision, tokens and tokens.vision, tokens and tokens.vision_mask)
+        if text is not None:
+            read_by_vision = _with_tokens(text, tokens and tokens.text, tokens and tokens.text_mask)
         memory = Memory(
-            self.recall(text, self.translate_vision_to_text(other_vision), vision_mask),
-            self.recall(vision, self.translate_text_to_vision(other_text), text_mask),
+            None if text is None else self.recall(text, self.translate_vision_to_text, *read_by_text, image_present),
+            None
+            if vision is None
+            else self.recall(vision, self.translate_text_to_vision, *read_by_vision, text_present),  # fmt: skip
         )
         if previous is not None and self.memory_decay:
-            memory = Memory(*(new + self.memory_decay * old for new, old in zip(memory, previous, strict=True)))
+            memory = Memory(
+                *(
+                    None if new is None else new + self.memory_decay * old
+                    for new, old in zip(memory, previous, strict=True)
+                )
+            )
         return memory
 
     def recall(
-        self, own: torch.Tensor, other: torch.Tensor, other_mask: Optional[torch.Tensor] = None
+        self,
+        own: torch.Tensor,
+        translate: nn.Module,
+        other: Optional[torch.Tensor],
+        other_mask: Optional[torch.Tensor] = None,
+        other_present: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """One modality's consolidated prompts: its own prompt outputs and what they read of the other's."""
+        """One modality's consolidated prompts: its own prompt outputs and what they read of the other's, translated
+        into its width (nothing, where the other modality is absent)."""
+        if other is None:
+            return own if self.attention == "cross" else standardize(own)
+        other = translate(other)
         weights, cosines = cosine_attention(own, other, self.temperature, other_mask)
         read = weights @ other
+        present = None if other_present is None else other_present.to(own.dtype)[:, None, None]
         if self.attention == "cross":
-            return own + read
+            return own + (read if present is None else present * read)
         gate = (1 + (weights * cosines).sum(dim=-1, keepdim=True)) / 2
+        if present is not None:
+            gate = gate * present
         return standardize(own) + gate * standardize(read)

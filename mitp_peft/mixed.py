@@ -16,6 +16,7 @@ from torch import nn
 
 from .config import MITPConfig
 from .engine import CACHED_TEXT_STATES, CACHED_VISION_STATES, check_inputs, fit_text, tower_states
+from .missing import PRESENCE_INPUTS
 from .towers import TowerPair
 
 BASE = "__base__"
@@ -75,6 +76,12 @@ def mixed_forward(
     towers: TowerPair, adapters: nn.ModuleDict, configs: dict[str, MITPConfig], inputs: dict, names: Sequence[str]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits, pooled image features and pooled text features of a batch in which sample i uses adapter names[i]."""
+    masks = [name for name in PRESENCE_INPUTS if inputs.get(name) is not None]
+    if masks:
+        raise ValueError(
+            f"Mixed-adapter batches take complete samples; this one has {masks}. Run the samples that lack a "
+            "modality per adapter (set_adapter(name))."
+        )
     check_inputs(inputs, towers.vision)
     batch = inputs["input_ids"].shape[0]
     used = check_names(names, batch, configs)

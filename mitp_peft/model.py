@@ -17,6 +17,7 @@ from .config import MITPConfig
 from .engine import CACHE_INPUTS
 from .head import MITPOutput, classification_loss
 from .layer import MERGE_REFUSAL, MITPLayer
+from .missing import PRESENCE_INPUTS
 from .mixed import mixed_forward
 from .peft_type import MITP_PREFIX
 from .placement import place
@@ -156,7 +157,8 @@ class MITPModel(BaseTuner):
                 "MITP's forward takes input_ids, pixel_values and attention_mask by position and the rest by name; "
                 f"got {len(args)} more positional argument(s)."
             )
-        accepted = set(self.towers.text.input_names) | set(self.towers.vision.input_names) | set(CACHE_INPUTS)
+        accepted = set(self.towers.text.input_names) | set(self.towers.vision.input_names)
+        accepted |= set(CACHE_INPUTS) | set(PRESENCE_INPUTS)
         unexpected = sorted(set(kwargs) - accepted)
         if unexpected:
             raise TypeError(

@@ -14,8 +14,8 @@ from .collator import MITPCollator
 
 def predict(
     model: PeftModel,
-    images: Union[Any, Sequence[Any]],
-    texts: Union[str, Sequence[str]],
+    images: Union[Any, Sequence[Any], None] = None,
+    texts: Union[str, Sequence[Optional[str]], None] = None,
     processor: Optional[Any] = None,
     top_k: int = 1,
     threshold: float = 0.5,
@@ -28,14 +28,19 @@ def predict(
     best first (at most `top_k` of them: the adapter's labels may be fewer). `processor` defaults to the base model's
     (`AutoProcessor` of `base_model_name_or_path`); the batches are made as `MITPCollator` makes them for training.
     `images` are PIL images, arrays or a (N, 3, height, width) tensor; one image and one text (not in lists) give a
-    list of one result.
+    list of one result. An adapter created with `missing_modalities=True` also answers for images alone
+    (`texts=None`), texts alone (`images=None`), and lists with None in the places of what a pair lacks.
     """
+    if images is None and texts is None:
+        raise ValueError("Give images, texts, or both.")
     if isinstance(texts, str):
         texts = [texts]
     if torch.is_tensor(images) and images.dim() == 4:
         images = list(images)  # a batch of (channels, height, width) images
-    elif not isinstance(images, (list, tuple)):
+    elif images is not None and not isinstance(images, (list, tuple)):
         images = [images]
+    images = [None] * len(texts) if images is None else list(images)
+    texts = [None] * len(images) if texts is None else list(texts)
     if len(images) != len(texts):
         raise ValueError(f"Give one text per image: got {len(images)} images and {len(texts)} texts.")
     config = model.active_peft_config
@@ -45,7 +50,8 @@ def predict(
         if not config.base_model_name_or_path:
             raise ValueError("The adapter records no base model to take a processor from; pass processor=...")
         processor = AutoProcessor.from_pretrained(config.base_model_name_or_path)
-    collate = MITPCollator(processor, model.max_text_length)
+    missing = any(image is None for image in images) or any(text is None for text in texts)
+    collate = MITPCollator(processor, model.max_text_length, missing="mask" if missing else "error")
     id2label = config.id2label or {i: str(i) for i in range(config.num_labels)}
     multi_label = config.problem_type == "multi_label_classification"
     device = next(model.parameters()).device

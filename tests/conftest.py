@@ -177,6 +177,13 @@ def picture(path, seed: int = 0) -> None:
     Image.fromarray((rng.random((12, 16, 3)) * 255).astype("uint8")).save(path, format="PNG")
 
 
+def pairs_file(folder, name, rows, header="path,text,label"):
+    """A pairs CSV in `folder` whose rows name the image a.png there (written too)."""
+    picture(folder / "a.png")
+    (folder / name).write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return folder / name
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory):
     """The demo backbone after two pre-training steps (real MiniLM, briefly trained ViT): folder, settings, report."""

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import MAX_POSITIONS, make_inputs, picture, tiny_clip, tiny_clip_processor
+from conftest import MAX_POSITIONS, make_inputs, pairs_file, picture, tiny_clip, tiny_clip_processor
 from families import build
 from huggingface_hub import ModelCard
 from peft import PeftModel, get_peft_model
@@ -121,12 +121,6 @@ def test_03_trainer_keeps_every_column_the_towers_read(name, expected, tmp_path)
 
 
 # ---- 4. labels of your own pairs
-
-
-def pairs_file(folder, name, rows, header="path,text,label"):
-    picture(folder / "a.png")
-    (folder / name).write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
-    return folder / name
 
 
 def test_04_numeric_labels_keep_numeric_order(tmp_path):

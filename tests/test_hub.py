@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mitp_peft.hub import Memory, MemoryHub, activate, cosine_attention, standardize
+from mitp_peft.hub import Memory, MemoryHub, Tokens, activate, cosine_attention, standardize
 
 
 def hub(**kwargs):
@@ -49,10 +49,11 @@ def test_gate_hears_the_other_modality_at_half_weight_when_unrelated_and_not_whe
     own = torch.eye(6)[None, :2] * 3  # two text prompts along e0, e1
     unrelated = torch.eye(6)[None, 2:4] * 5  # e2, e3: cosine 0 with both, so each is read half
     read = unrelated.mean(1, keepdim=True).expand_as(own)
-    torch.testing.assert_close(h.recall(own, unrelated), standardize(own) + 0.5 * standardize(read))
+    same = torch.nn.Identity()  # read as they are, without a translator
+    torch.testing.assert_close(h.recall(own, same, unrelated), standardize(own) + 0.5 * standardize(read))
     single = own[:, :1]
-    torch.testing.assert_close(h.recall(single, -single), standardize(single), atol=1e-5, rtol=0)
-    torch.testing.assert_close(h.recall(single, 2 * single), 2 * standardize(single), atol=1e-5, rtol=0)
+    torch.testing.assert_close(h.recall(single, same, -single), standardize(single), atol=1e-5, rtol=0)
+    torch.testing.assert_close(h.recall(single, same, 2 * single), 2 * standardize(single), atol=1e-5, rtol=0)
 
 
 def test_other_modality_weighs_about_half_of_each_prompt_at_initialization():
@@ -103,3 +104,36 @@ def test_first_vision_prompt_is_generated_from_the_text_prompt():
     h = hub()
     text_prompt = torch.randn(3, 6)
     torch.testing.assert_close(h.initial_vision_prompt(text_prompt), h.translate_text_to_vision(text_prompt))
+
+
+def test_reading_tokens_masks_padding_and_adds_what_it_finds():
+    """With hub_reads="tokens" a prompt also reads the other tower's token stream; its padding gets no weight."""
+    h = hub(reads="tokens")
+    text, vision = torch.randn(2, 3, 6), torch.randn(2, 3, 10)
+    text_tokens, vision_tokens = torch.randn(2, 5, 6), torch.randn(2, 4, 10)
+    text_mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    tokens = Tokens(text_tokens, text_mask, vision_tokens, None)
+    memory = h.consolidate(text, vision, None, tokens)
+    changed = text_tokens.clone()
+    changed[1, 2:] = 100.0  # padding
+    again = h.consolidate(text, vision, None, Tokens(changed, text_mask, vision_tokens, None))
+    assert torch.equal(again.vision, memory.vision)
+    prompts_only = h.consolidate(text, vision, None)
+    change = (memory.text - prompts_only.text).norm(dim=-1) / prompts_only.text.norm(dim=-1)
+    assert change.mean() > 5e-2 and change.min() > 1e-3  # the tokens are read, not a rounding
+
+
+def test_an_absent_modality_is_not_read():
+    """A tower that did not run (None) gives no memory and is read by nobody; a sample without the other modality
+    keeps exactly its own context, whatever the other tower computed for it."""
+    h = hub()
+    text, vision = torch.randn(2, 3, 6), torch.randn(2, 3, 10)
+    alone = h.consolidate(text, None, None)
+    assert alone.vision is None
+    torch.testing.assert_close(alone.text, standardize(text))
+    present = torch.tensor([True, False])
+    masked = h.consolidate(text, vision, None, image_present=present)
+    torch.testing.assert_close(masked.text[1], standardize(text)[1])
+    torch.testing.assert_close(masked.text[0], h.consolidate(text, vision, None).text[0])
+    other = h.consolidate(text, torch.randn(2, 3, 10) * 9, None, image_present=present)
+    assert torch.equal(other.text[1], masked.text[1])

@@ -168,3 +168,15 @@ def test_two_cpu_processes_match_one(script, food101, base_folder, tmp_path):
     assert_same(double, single)
     loss = "eval_loss" if script == "train.py" else "loss"
     assert double_metrics["eval"][loss] == pytest.approx(single_metrics["eval"][loss], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_simulated_missing_modalities_train_aware_and_unaware_adapters(food101, base_folder, tmp_path):
+    """--missing_rate removes a modality from a seeded share of the rows: a missing-aware adapter trains on the
+    masks, an unaware one on a blank image or an empty text in their place (the baseline)."""
+    common = ("--max_steps", "2", "--per_device_train_batch_size", "2", "--cpu", "--missing_rate", "0.5")
+    aware, metrics = run_script("train_accelerate.py", food101, base_folder, tmp_path / "aware", *common,
+                                "--missing_modalities", "True")  # fmt: skip
+    assert "base_model.mitp_adapters.missing_prompts" in aware and 0 <= metrics["eval"]["accuracy"] <= 1
+    unaware, _ = run_script("train_accelerate.py", food101, base_folder, tmp_path / "unaware", *common)
+    assert "base_model.mitp_adapters.missing_prompts" not in unaware
