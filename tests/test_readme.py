@@ -16,7 +16,7 @@ def python_blocks() -> list[str]:
 
 def test_the_readme_has_the_blocks_this_test_runs():
     blocks = python_blocks()
-    assert len(blocks) == 3
+    assert len(blocks) == 5
     assert all(HUB_MODEL in block for block in blocks[:2]) and FOOD101 in blocks[1]
 
 
