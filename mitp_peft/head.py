@@ -215,6 +215,18 @@ def classification_loss(
     return total / num_items_in_batch
 
 
+def as_label_tensor(labels: Any, label2id: Optional[dict[str, int]]) -> torch.Tensor:
+    """A Python list of class indices or multi-hot rows as a tensor; class names are refused with the fix."""
+    flat = labels if not labels or not isinstance(labels[0], (list, tuple)) else [v for row in labels for v in row]
+    names = [value for value in flat if isinstance(value, str)]
+    if names:
+        raise ValueError(
+            f"labels are class indices, got class names such as {names[0]!r}. Map names to indices with the "
+            f"adapter's label2id ({label2id}): labels=[label2id[name] for name in names]."
+        )
+    return torch.as_tensor(labels)
+
+
 def check_labels(labels: torch.Tensor, logits: torch.Tensor, problem_type: str) -> torch.Tensor:
     """Validate labels against the problem type and the number of classes; return them ready for the loss."""
     batch, num_labels = logits.shape

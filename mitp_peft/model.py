@@ -15,7 +15,7 @@ from . import forward
 from .adapter import MITPAdapter
 from .config import MITPConfig
 from .engine import CACHE_INPUTS
-from .head import MITPOutput, classification_loss
+from .head import MITPOutput, as_label_tensor, classification_loss
 from .layer import MERGE_REFUSAL, MITPLayer
 from .missing import PRESENCE_INPUTS
 from .mixed import mixed_forward
@@ -178,7 +178,7 @@ class MITPModel(BaseTuner):
                 self.towers, self.mitp_adapters, self.peft_config, inputs, names
             )
         if labels is not None and not torch.is_tensor(labels):
-            labels = as_label_tensor(labels, config)
+            labels = as_label_tensor(labels, config.label2id)
         loss = None
         if labels is not None:
             loss = classification_loss(logits, labels, config.problem_type, num_items_in_batch)
@@ -356,18 +356,6 @@ def refuse_adapted(model: nn.Module) -> None:
             "MITPConfig(...)) (or model.load_adapter(path, adapter_name=name)), or give get_peft_model a fresh copy "
             "of the backbone (unload() the first one to get it back)."
         )
-
-
-def as_label_tensor(labels: Any, config: MITPConfig) -> torch.Tensor:
-    """A Python list of class indices or multi-hot rows as a tensor; class names are refused with the fix."""
-    flat = labels if not labels or not isinstance(labels[0], (list, tuple)) else [v for row in labels for v in row]
-    names = [value for value in flat if isinstance(value, str)]
-    if names:
-        raise ValueError(
-            f"labels are class indices, got class names such as {names[0]!r}. Map names to indices with the "
-            f"adapter's label2id ({config.label2id}): labels=[label2id[name] for name in names]."
-        )
-    return torch.as_tensor(labels)
 
 
 def tuner_of(model: nn.Module) -> MITPModel:

@@ -13,9 +13,10 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -162,37 +163,45 @@ def caption_loss(
     return F.cross_entropy(model.logit_scale.exp() * embeds @ texts.T, labels)
 
 
-def build_backbone(output_dir: Path = DEFAULT_DIR, settings: Optional[BuildSettings] = None) -> dict:
-    """Build (or reuse, when `output_dir` holds a build with the same settings) the backbone; return its report."""
-    settings = settings or BuildSettings()
-    report_file = Path(output_dir) / BUILD_FILE
+def cached_build(
+    output_dir: Path, settings: Any, what: str, build: Callable[[], tuple[Any, Any, dict]], report_name: str
+) -> dict:
+    """The report (`report_name` in `output_dir`) of the build saved there with the same settings, or else
+    `build()`'s (model, processor, report), saved there with the settings and the zero-shot accuracy it reports."""
+    report_file = Path(output_dir) / report_name
     if report_file.is_file():
         report = json.loads(report_file.read_text())
         if report["settings"] == asdict(settings):
-            print(f"Reusing the demo backbone in {output_dir} (built with the same settings).")
+            print(f"Reusing the {what} in {output_dir} (built with the same settings).")
             return report
     torch.manual_seed(settings.seed)
-    model, processor = new_backbone(settings)
-    images, labels = load_fashion_mnist("train")
     started = time.perf_counter()
-    pretrain(model, processor, settings, images, labels)
+    model, processor, measured = build()
     seconds = time.perf_counter() - started
-    test_images, test_labels = load_fashion_mnist("test")
-    report = {
-        "settings": asdict(settings),
-        "pretraining_seconds": round(seconds, 1),
-        "zero_shot_fashion_mnist_test": zero_shot_accuracy(
-            model, processor, test_images, test_labels, FASHION_CLASSES
-        ),
-    }
+    report = {"settings": asdict(settings), **measured, "build_seconds": round(seconds, 1)}
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     report_file.write_text(json.dumps(report, indent=2) + "\n")
     print(
-        f"Built the demo backbone in {seconds:.0f} s; zero-shot accuracy on the 10,000 held-out Fashion-MNIST "
-        f"test images: {report['zero_shot_fashion_mnist_test']:.3f}. Saved to {output_dir}."
+        f"Built the {what} in {seconds:.0f} s; zero-shot accuracy on the 10,000 held-out Fashion-MNIST test images: "
+        f"{report['zero_shot_fashion_mnist_test']:.3f}. Saved to {output_dir}."
     )
     return report
+
+
+def build_backbone(output_dir: Path = DEFAULT_DIR, settings: Optional[BuildSettings] = None) -> dict:
+    """Build (or reuse, when `output_dir` holds a build with the same settings) the backbone; return its report."""
+    settings = settings or BuildSettings()
+
+    def build() -> tuple[Any, Any, dict]:
+        model, processor = new_backbone(settings)
+        images, labels = load_fashion_mnist("train")
+        pretrain(model, processor, settings, images, labels)
+        test_images, test_labels = load_fashion_mnist("test")
+        accuracy = zero_shot_accuracy(model, processor, test_images, test_labels, FASHION_CLASSES)
+        return model, processor, {"zero_shot_fashion_mnist_test": accuracy}
+
+    return cached_build(output_dir, settings, "demo backbone", build, BUILD_FILE)
 
 
 def main() -> None:

