@@ -38,6 +38,9 @@ GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 EXPENSIVE_GRID = (1e-4, 1e-3)
 """The rates the rows that run the backbone screen (1e-2 lost for LoRA, full fine-tuning and MITP on the first
 study's first table)."""
+FULL_FINETUNE_GRID = (1e-5, *EXPENSIVE_GRID)
+"""Full fine-tuning of a pretrained ViT also gets the rate it is usually trained at (1e-4 and 1e-3 left DINOv2 at
+chance on the first grid table)."""
 SEEDS = (0, 1, 2)
 CONVERGED_EPOCHS = 20
 HEAD_ROWS = ("linear", "agreement", "mlp", "zero_shot_init")
@@ -61,6 +64,7 @@ class Budget:
 
     grid: tuple[float, ...] = GRID
     expensive_grid: tuple[float, ...] = EXPENSIVE_GRID
+    full_finetune_grid: tuple[float, ...] = FULL_FINETUNE_GRID
     seeds: tuple[int, ...] = SEEDS
     converged_epochs: float = CONVERGED_EPOCHS
     heads: tuple[str, ...] = HEAD_ROWS
@@ -72,7 +76,8 @@ class Budget:
 
 
 QUICK = Budget(
-    grid=(1e-3, 1e-2), expensive_grid=(1e-3,), seeds=(0, 1), converged_epochs=2, heads=("linear", "mlp"),
+    grid=(1e-3, 1e-2), expensive_grid=(1e-3,), full_finetune_grid=(1e-3,), seeds=(0, 1), converged_epochs=2,
+    heads=("linear", "mlp"),
     mitp_epochs=(1.0,), lora_epochs=(1.0,), full_finetune_epochs=(1.0,), grid_full_finetune_epochs=(1.0,),
     variants=False,
 )  # fmt: skip
@@ -208,8 +213,9 @@ def baseline_rows(task_kind: str, budget: Budget = Budget()) -> list[Row]:
         (MITP_TODAY, "mitp", {"warm_start": True, **TODAY}, budget.mitp_epochs),
         (MITP_BUDGET, "mitp", {"warm_start": True, **BUDGET}, budget.mitp_epochs),
     )
-    rows += [Row(name, method, options, budget.expensive_grid, epochs, budget.seeds) for name, method, options, epochs
-             in trained]  # fmt: skip
+    rates = {"full_finetune": budget.full_finetune_grid}
+    rows += [Row(name, method, options, rates.get(method, budget.expensive_grid), epochs, budget.seeds)
+             for name, method, options, epochs in trained]  # fmt: skip
     return rows
 
 
