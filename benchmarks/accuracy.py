@@ -53,6 +53,7 @@ BUDGET: dict[str, Any] = {}
 ViT-L/14 with 101 classes, benchmarks/budget.py; under 1% of the DINOv2 backbone)."""
 VARIANTS: dict[str, dict[str, Any]] = {
     "hub reads tokens": {"hub_reads": "tokens"},
+    "head reads the hub memory": {"head_uses_memory": True},
     "widths 256 / 384 (L/14's defaults, 1.8% here)": {"translator_hidden_size": 256, "head_hidden_size": 384},
 }
 """Screened against the budget row, with its options otherwise."""
