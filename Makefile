@@ -43,7 +43,7 @@ test: $(VENV)/.installed fashion-mnist
 test-fast: $(VENV)/.installed fashion-mnist
 	$(PY) -m pytest -q -m "not slow"
 
-# torch.compile with the default backend (inductor) on every supported family: about 11 minutes on 2 cores.
+# torch.compile with the default backend (inductor) on every supported family: about 15 minutes on 2 cores.
 test-compile: $(VENV)/.installed
 	MITP_INDUCTOR_FAMILIES=all $(PY) -m pytest -q tests/test_compile.py
 
