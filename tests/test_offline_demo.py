@@ -17,7 +17,7 @@ from transformers import AutoModel, AutoProcessor, BertModel
 
 from mitp_bench import backbone, sources, tasks
 
-DEMO = ROOT / "examples" / "offline_demo"
+DEMO = ROOT / "benchmarks" / "demo.py"
 
 ANIMAL_NAMES = re.compile("|".join(sources.ANIMAL_CLASSES))
 
@@ -171,7 +171,7 @@ def test_build_trains_the_vision_tower_keeps_minilm_and_is_reused(tiny_backbone,
 
 def run_demo(*arguments: str) -> str:
     done = subprocess.run(
-        [sys.executable, str(DEMO / "run.py"), *arguments],
+        [sys.executable, str(DEMO), *arguments],
         capture_output=True,
         text=True,
         timeout=900,
@@ -185,7 +185,7 @@ def run_demo(*arguments: str) -> str:
 def test_shortened_demo_prints_the_table_and_reloads_the_adapter(tiny_backbone, tmp_path):
     folder, _, _ = tiny_backbone
     out = run_demo("--base_model", str(folder), "--max_train", "48", "--output_dir", str(tmp_path))
-    demo = script_module("examples/offline_demo/run.py")
+    demo = script_module("benchmarks/demo.py")
     table = [line for line in out.splitlines() if line.startswith("| ")]
     cells = {line.split(" | ")[0][2:]: line.split(" | ") for line in table[1:]}
     assert list(cells) == [name for name, *_ in demo.ROWS]
