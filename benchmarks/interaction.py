@@ -5,7 +5,8 @@ the images of a batch change, and of the pooled image features when only the tex
 per sample, reported as the batch's minimum and median. The tests assert a lower bound of 1e-2 on tiny backbones of
 every family; this shows it on real weights, where the first hub let through 1e-5.
 
-    python benchmarks/interaction.py             # the demo backbone (and the large one, when it is built)
+    python benchmarks/interaction.py                      # the study's DINOv2 backbone (when it is built)
+    python benchmarks/interaction.py --backbones demo,large  # the first study's backbones
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from peft import get_peft_model
 from transformers import AutoModel, AutoProcessor
 
-from mitp_bench.backbone import PRESETS, preset_dir
+from mitp_bench.backbone import preset_dir
+from mitp_bench.dino import DEFAULT_DIR as DINO_DIR
 from mitp_bench.experiment import load_data
 from mitp_peft import MITPConfig
 from mitp_peft.hub import HUB_ATTENTIONS
@@ -52,14 +54,14 @@ def measure(folder: str, hub_attention: str, pairs: tuple[dict, dict], seed: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbones", default=",".join(PRESETS), help="presets, comma-separated")
+    parser.add_argument("--backbones", default="dino", help="dino, demo, large (comma-separated)")
     args = parser.parse_args()
     print(f"| backbone | hub | direction | minimum over {PAIRS} pairs | median |")
     print("|---|---|---|---:|---:|")
     for preset in args.backbones.split(","):
-        folder = preset_dir(preset)
+        folder = DINO_DIR if preset == "dino" else preset_dir(preset)
         if not (folder / "config.json").exists():
-            print(f"| {preset} | (not built: make backbone-large) | | | |")
+            print(f"| {preset} | (not built: make backbone-{preset}) | | | |")
             continue
         pairs = either_or_pairs(str(folder))
         for hub in HUB_ATTENTIONS:

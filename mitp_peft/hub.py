@@ -78,8 +78,9 @@ def cosine_attention(
 
 
 def standardize(x: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance per vector, without parameters: puts the two modalities on one scale."""
-    return F.layer_norm(x, x.shape[-1:])
+    """Zero mean, unit variance per vector, without parameters: puts the two modalities on one scale, whatever it
+    is (layer norm's usual epsilon of 1e-5 would shrink vectors of a tower whose activations are 1e-3 small)."""
+    return F.layer_norm(x, x.shape[-1:], eps=torch.finfo(x.dtype).tiny)
 
 
 def activate(memory: torch.Tensor, tokens: torch.Tensor, token_mask: Optional[torch.Tensor]) -> torch.Tensor:

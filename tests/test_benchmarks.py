@@ -71,11 +71,13 @@ def test_accuracy_study_quick_mode_runs_every_stage_and_resumes(tiny_backbone, t
 
 
 def test_interaction_on_a_pretrained_text_tower_is_open_from_the_first_step(tiny_backbone):
-    """On real MiniLM weights a fresh adapter's hub lets the image move every pooled text feature by 1e-2 or more
-    (the first joint hub: 1e-5 on the demo backbone)."""
+    """On real MiniLM weights a fresh adapter's hub lets the image move every pooled text feature by 5e-3 or more,
+    2e-2 for the median pair (the first joint hub: 1e-5). This backbone's ViT trained two steps; on the DINOv2
+    backbone the minimum is 5.0e-2 (docs/results.md)."""
     folder, _, _ = tiny_backbone
     interaction = script_module("benchmarks/interaction.py")
     changes = interaction.measure(str(folder), "gated", interaction.either_or_pairs(str(folder)))
     assert len(changes["text moved by the image"]) == interaction.PAIRS
-    assert min(changes["text moved by the image"]) > 1e-2
+    assert min(changes["text moved by the image"]) > 5e-3
+    assert statistics.median(changes["text moved by the image"]) > 2e-2
     assert statistics.median(changes["image moved by the text"]) > 1e-3
