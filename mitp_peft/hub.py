@@ -55,8 +55,7 @@ def translator(in_size: int, hidden_size: int, out_size: int, device: Optional[t
 
     Its biases start at zero: a random bias is the same offset for every sample, which a narrow translator's output
     carries as much as the translated prompt itself, so that at the start the hub would hear little of what differs
-    between samples (with the widths of the budget, a third of the text tower's: 5e-3 relative on a tiny CLIP instead
-    of 1e-2 and more with zero biases)."""
+    between samples (METHOD.md, step 5)."""
     layers = nn.Sequential(
         nn.Linear(in_size, hidden_size, device=device), nn.GELU(), nn.Linear(hidden_size, out_size, device=device)
     )

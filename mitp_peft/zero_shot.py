@@ -73,16 +73,16 @@ def class_embeddings(towers: TowerPair, tokenizer: Any, names: Sequence[str], te
 
 _REPLACED: weakref.WeakSet = weakref.WeakSet()
 """Parameters of heads that init_head_zero_shot replaced, while something still holds them."""
+_HOOK: list = []
+"""The one global optimizer step hook that checks for them, once registered."""
 
 
 def refuse_optimizers_holding(replaced: list[torch.nn.Parameter]) -> None:
     """Refuse the next step of any optimizer that still holds the `replaced` parameters: a head replaced after the
     optimizer was created would otherwise train nothing, silently. One global step hook, which costs an emptiness
     check per step once those parameters are gone."""
-    if not _REPLACED and not replaced:
-        return
-    if not hasattr(refuse_optimizers_holding, "handle"):
-        refuse_optimizers_holding.handle = register_optimizer_step_pre_hook(_check_optimizer)
+    if not _HOOK:
+        _HOOK.append(register_optimizer_step_pre_hook(_check_optimizer))
     _REPLACED.update(replaced)
 
 

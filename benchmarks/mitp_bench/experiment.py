@@ -281,7 +281,8 @@ def train(
             yield from torch.randperm(size, generator=generator).split(BATCH_SIZE)
 
     started = time.perf_counter()
-    fit(parameters, batches(), loss_of, run.learning_rate, total, max(1, round(WARMUP_SHARE * total)))
+    fit(parameters, batches(), loss_of, run.learning_rate, total, max(1, round(WARMUP_SHARE * total)),
+        description=f"{run.method}: {epochs:g} epoch(s)")  # fmt: skip
     return time.perf_counter() - started
 
 
