@@ -14,7 +14,7 @@ ONNX := onnx==1.23.2
 FASHION_MNIST := .cache/fashion-mnist
 SYSTEM_FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: test test-fast test-compile lint format demo ablation ablation-quick backbone-dino backbone-large gpu-check fashion-mnist clean
+.PHONY: test test-fast test-compile lint format demo ablation ablation-missing ablation-quick backbone-dino backbone-large gpu-check fashion-mnist clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ demo: $(VENV)/.installed fashion-mnist
 # benchmarks/results_accuracy.jsonl are reused).
 ablation: $(VENV)/.installed fashion-mnist
 	$(PY) benchmarks/accuracy.py --report docs/results_accuracy.md
+
+# Missing modalities at 70% (text, image, both) on the DINOv2 backbone's single-item tasks (hours; resumable).
+ablation-missing: $(VENV)/.installed fashion-mnist
+	$(PY) benchmarks/missing.py --report docs/results_missing.md
 
 # Every stage of the study on a few samples (what CI runs, in tests/test_benchmarks.py).
 ablation-quick: $(VENV)/.installed fashion-mnist

@@ -201,19 +201,25 @@ def load_hub(
 MISSING_TYPES = ("image", "text", "both")
 
 
-def simulate_missing(dataset: datasets.Dataset, rate: float, kind: str, seed: int = 0) -> datasets.Dataset:
-    """The dataset with `rate` of its rows lacking a modality, chosen per row from `seed` (the same rows every run):
-    the image (`kind="image"`), the text (`"text"`), or half of them each (`"both"`, the mixed setting of MAP, Lee
-    et al., CVPR 2023). The column `missing` records what each row lacks ("", "image" or "text")."""
+def missing_pattern(size: int, rate: float, kind: str, seed: int = 0) -> list[str]:
+    """What each of `size` rows lacks ("", "image" or "text"): `rate` of them, chosen from `seed` (the same rows every
+    run), lack the image (`kind="image"`), the text (`"text"`), or half of them each (`"both"`, the mixed setting of
+    MAP, Lee et al., CVPR 2023)."""
     if kind not in MISSING_TYPES:
         raise ValueError(f"missing type must be one of {MISSING_TYPES}, got {kind!r}.")
     if not 0 <= rate <= 1:
         raise ValueError(f"missing rate must be in [0, 1], got {rate!r}.")
-    order = np.random.default_rng(seed).permutation(len(dataset))
-    chosen = order[: round(rate * len(dataset))]
-    lacks = [""] * len(dataset)
+    chosen = np.random.default_rng(seed).permutation(size)[: round(rate * size)]
+    lacks = [""] * size
     for position, row in enumerate(chosen):
         lacks[row] = kind if kind != "both" else ("image" if position % 2 == 0 else "text")
+    return lacks
+
+
+def simulate_missing(dataset: datasets.Dataset, rate: float, kind: str, seed: int = 0) -> datasets.Dataset:
+    """The dataset with `rate` of its rows lacking a modality (see `missing_pattern`): None in their place, and the
+    column `missing` recording what each row lacks ("", "image" or "text")."""
+    lacks = missing_pattern(len(dataset), rate, kind, seed)
 
     def remove(row: dict, index: int) -> dict:
         return {**row, "missing": lacks[index], **({lacks[index]: None} if lacks[index] else {})}

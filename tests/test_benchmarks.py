@@ -81,3 +81,25 @@ def test_interaction_on_a_pretrained_text_tower_is_open_from_the_first_step(tiny
     assert min(changes["text moved by the image"]) > 5e-3
     assert statistics.median(changes["text moved by the image"]) > 2e-2
     assert statistics.median(changes["image moved by the text"]) > 1e-3
+
+
+@pytest.mark.slow
+def test_missing_modality_study_quick_mode_runs_and_reports_the_targets(tiny_backbone, tmp_path):
+    folder, _, _ = tiny_backbone
+    results, report = tmp_path / "missing.jsonl", tmp_path / "missing.md"
+    command = [sys.executable, str(ROOT / "benchmarks" / "missing.py"), "--quick", "--workers", "1"]
+    command += ["--backbones", f"demo={folder}", "--results", str(results), "--report", str(report)]
+    environment = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
+    assert done.returncode == 0, done.stderr[-3000:]
+    missing = script_module("benchmarks/missing.py")
+    text = report.read_text()
+    for row in missing.rows("both", quick=True):
+        assert f"| {row.name} |" in text, row.name
+    assert "both missing: aware" in text and "complete pairs: aware" in text
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    mitp = [r for r in records if r["method"] == "mitp"]
+    aware = {r["trainable"] for r in mitp if '"missing_modalities": true' in r["options"]}
+    unaware = {r["trainable"] for r in mitp if '"missing_modalities"' not in r["options"]}
+    # The missing-aware adapter trains two prompts (8 x 384, MiniLM's width) and two placeholders (its pooled widths).
+    assert aware == {unaware.pop() + 2 * 8 * 384 + 384 + 192} and not unaware

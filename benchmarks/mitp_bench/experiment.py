@@ -21,6 +21,7 @@ Methods that train the backbone or prompts take `warm_start`: their head is fitt
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -36,6 +37,7 @@ from transformers import AutoModel, AutoProcessor
 from mitp_bench.sources import to_pixels
 from mitp_bench.tasks import GRID_KINDS, build_task, class_names, image_scale, label_names, task_parts
 from mitp_peft import MITPConfig, MITPHead, init_head_zero_shot, warm_start_head
+from mitp_peft.data import missing_pattern
 from mitp_peft.extraction import extract_states
 from mitp_peft.head import HeadInputs, build_head, classification_loss
 from mitp_peft.metrics import task_metrics
@@ -54,7 +56,7 @@ DEFAULT_HEAD = MITP_DEFAULTS["head"]
 """The head LoRA and full fine-tuning train on pooled features: MITP's default, so that rows differ in what reaches
 the head, not in the head."""
 LORA_TARGETS = r".*(query|key|value|q_proj|k_proj|v_proj|o_proj|out_proj|attention\.output\.dense)$"
-BENCH_OPTIONS = ("warm_start", "zero_shot_init", "prompt_lr_scale")
+BENCH_OPTIONS = ("warm_start", "zero_shot_init", "prompt_lr_scale", "missing")
 """Run options of the trained methods that are not MITPConfig fields."""
 
 
@@ -135,6 +137,34 @@ def load_data(task: str, processor: Any, seed: int = 0) -> Data:
     return Data(task, kind, label_names(task), splits)
 
 
+def with_missing(data: Data, processor: Any, setting: dict) -> Data:
+    """The task with pairs lacking a modality (`setting`: `{"train": rate, "test": rate, "kind": kind}`; validation
+    takes the test rate), chosen per split as `mitp_peft.data.missing_pattern` chooses them (seeds 0, 1, 2 for
+    train, validation, test): a blank image's pixels or the empty text's tokens in their place, and the masks
+    `image_present` / `text_present`, which only a missing-aware model reads."""
+    images = processor.image_processor
+    size = images.size["height"] * image_scale(data.task)
+    blank = to_pixels(np.zeros((1, size, size), dtype=np.uint8), size, images.image_mean, images.image_std)
+    splits = {}
+    for seed, (name, part) in enumerate(data.splits.items()):
+        rate = setting["train"] if name == "train" else setting["test"]
+        lacks = np.array(missing_pattern(len(part), rate, setting["kind"], seed))
+        image_missing, text_missing = torch.from_numpy(lacks == "image"), torch.from_numpy(lacks == "text")
+        inputs = dict(part.inputs, pixel_values=torch.where(image_missing[:, None, None, None], blank,
+                                                           part.inputs["pixel_values"]))  # fmt: skip
+        width = part.inputs["input_ids"].shape[1]
+        empty = processor.tokenizer([""], padding="max_length", max_length=width, return_tensors="pt")
+        for key, value in empty.items():
+            if key in inputs:
+                inputs[key] = torch.where(text_missing[:, None], value, inputs[key])
+        inputs.update(image_present=~image_missing, text_present=~text_missing)
+        splits[name] = Split(inputs, part.labels, part.named, part.negative)
+    return Data(data.task, data.kind, data.names, splits)
+
+
+PRESENCE = ("image_present", "text_present")
+
+
 def metrics(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> dict[str, float]:
     problem_type = "multi_label_classification" if multi_label else "single_label_classification"
     return task_metrics(logits.numpy(), labels.numpy(), problem_type)
@@ -212,9 +242,10 @@ def _cells(pixels: torch.Tensor) -> list[torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------- the models
 
 
-def new_head(kind: str, towers: TowerPair, num_labels: int) -> MITPHead:
+def new_head(kind: str, towers: TowerPair, num_labels: int, indicators: bool = False) -> MITPHead:
     """MITP's head of the given kind, reading pooled features as the towers give them; `zero_shot_init` is a linear
-    head with class embeddings."""
+    head with class embeddings; `indicators`: it also reads one missing-modality flag per tower (see
+    `zero_filled`)."""
     linear = kind == "zero_shot_init"
     return build_head(
         "linear" if linear else kind,
@@ -222,9 +253,18 @@ def new_head(kind: str, towers: TowerPair, num_labels: int) -> MITPHead:
         vision_size=towers.vision.pooled_size,
         embed_size=towers.vision.embed_size,
         num_labels=num_labels,
+        memory_sizes=(1, 1) if indicators else None,
         zero_shot=linear,
         hidden_size=default_widths(towers.text.hidden_size)[1],
     )
+
+
+def zero_filled(features: HeadInputs, part: Split) -> HeadInputs:
+    """Late fusion's answer to missing modalities: a missing tower's features (and the agreement) zero, and a flag
+    per tower saying it is missing (read where the head reads hub memory)."""
+    image, text = (part.inputs[name].to(features.image_features.dtype)[:, None] for name in PRESENCE)
+    return HeadInputs(features.image_features * image, features.text_features * text, features.image_embeds * image,
+                      features.text_embeds * text, 1 - image, 1 - text)  # fmt: skip
 
 
 def pooled_inputs(towers: TowerPair, inputs: dict) -> HeadInputs:
@@ -306,6 +346,10 @@ def execute(
     processor = AutoProcessor.from_pretrained(run.backbone)
     backbone = AutoModel.from_pretrained(run.backbone).eval()
     data = data or load_data(run.task, processor)
+    if run.options.get("missing"):
+        setting = run.options["missing"]
+        key = (run.backbone, data.task, len(data.splits["train"]), json.dumps(setting, sort_keys=True))
+        data = _cached(cache, key, lambda: with_missing(data, processor, setting))
     towers = resolve_towers(backbone)
     train_split = data.splits["train"]
     evaluation = {"validation": data.splits["validation"], "test": data.splits["test"]}
@@ -315,10 +359,14 @@ def execute(
         logits = {s: zero_shot_predictions(backbone, processor.tokenizer, data, s) for s in evaluation}
     elif run.method == "head":
         started = time.perf_counter()  # computing the features is part of the method's cost
-        features = {s: _cached(cache, (run.backbone, data.task, s, len(p)), lambda p=p: frozen_features(towers, p))
-                    for s, p in data.splits.items()}  # fmt: skip
+        missing = json.dumps(run.options.get("missing"), sort_keys=True)
+        features = {s: _cached(cache, (run.backbone, data.task, s, len(p), missing),
+                               lambda p=p: frozen_features(towers, p)) for s, p in data.splits.items()}  # fmt: skip
+        indicators = run.options.get("missing") is not None
+        if indicators:
+            features = {s: zero_filled(f, data.splits[s]) for s, f in features.items()}
         backbone.requires_grad_(False)
-        head = new_head(run.options["head"], towers, len(data.names))
+        head = new_head(run.options["head"], towers, len(data.names), indicators)
         if run.options["head"] == "zero_shot_init":
             _start_zero_shot(head, towers, processor.tokenizer, data, backbone)
         train(lambda i: loss(head(_rows(features["train"], i)), train_split.labels[i]), list(head.parameters()),
@@ -425,14 +473,17 @@ def build_model(
             init_head_zero_shot(model, processor.tokenizer)
         started = time.perf_counter()
         first = (config.text_layers[0], config.vision_layers[0])
+        missing = json.dumps(run.options.get("missing"), sort_keys=True)
         states = {
             split: _cached(
                 cache,
-                (run.backbone, data.task, split, len(part), first),
+                (run.backbone, data.task, split, len(part), first, missing),
                 lambda part=part: extraction_inputs(model, part),
             )  # fmt: skip
             for split, part in data.splits.items()
         }
+        if not config.missing_modalities:  # unaware: the blank images and empty texts are all it gets
+            states = {split: {k: v for k, v in part.items() if k not in PRESENCE} for split, part in states.items()}
         return model, states, time.perf_counter() - started
     raise ValueError(f"method must be one of {METHODS}, got {run.method!r}")
 
