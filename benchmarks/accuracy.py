@@ -54,6 +54,7 @@ ViT-L/14 with 101 classes, benchmarks/budget.py; under 1% of the DINOv2 backbone
 VARIANTS: dict[str, dict[str, Any]] = {
     "hub reads tokens": {"hub_reads": "tokens"},
     "head reads the hub memory": {"head_uses_memory": True},
+    "K=6 (every text layer, the top half of the vision tower)": {"num_interaction_layers": 6},
     "widths 256 / 384 (L/14's defaults, 1.8% here)": {"translator_hidden_size": 256, "head_hidden_size": 384},
 }
 """Screened against the budget row, with its options otherwise."""
