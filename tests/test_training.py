@@ -107,10 +107,12 @@ def test_the_extraction_cache_and_compiling_train_the_same_adapter(food101, base
     plain, plain_metrics = run_script("train_accelerate.py", food101, base_folder, tmp_path / "plain", *common)
     both, both_metrics = run_script("train_accelerate.py", food101, base_folder, tmp_path / "both", *common,
                                     "--cache_extraction", "--dynamo_backend", "aot_eager")  # fmt: skip
-    # Texts padded to the room and a compiled graph sum in other orders: float noise (1e-5), times the SGD rate.
+    # Texts padded to the room and a compiled graph sum in other orders: float noise, which the hub's
+    # standardization of small-spread prompts and the SGD rate of 0.5 grow to about 6e-4 of a tensor's largest entry
+    # (a sample dropped or a mask wrong moves whole entries, 1e-1 and more).
     assert both.keys() == plain.keys()
     for key in plain:
-        torch.testing.assert_close(both[key], plain[key], rtol=1e-4, atol=5e-5)
+        torch.testing.assert_close(both[key], plain[key], rtol=0, atol=2e-3 * plain[key].abs().max().item())
     assert both_metrics["eval"]["loss"] == pytest.approx(plain_metrics["eval"]["loss"], rel=1e-3)
 
 
