@@ -49,7 +49,7 @@ def test_the_gpu_check_runs_end_to_end_in_smoke_mode(tmp_path):
 def test_accuracy_study_quick_mode_runs_every_stage_and_resumes(tiny_backbone, tmp_path):
     folder, _, _ = tiny_backbone
     results, report = tmp_path / "results.jsonl", tmp_path / "results.md"
-    command = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--quick", "--workers", "1"]
+    command = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--quick"]
     command += ["--backbones", f"demo={folder}", "--results", str(results), "--report", str(report)]
     environment = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
@@ -87,7 +87,7 @@ def test_interaction_on_a_pretrained_text_tower_is_open_from_the_first_step(tiny
 def test_missing_modality_study_quick_mode_runs_and_reports_the_targets(tiny_backbone, tmp_path):
     folder, _, _ = tiny_backbone
     results, report = tmp_path / "missing.jsonl", tmp_path / "missing.md"
-    command = [sys.executable, str(ROOT / "benchmarks" / "missing.py"), "--quick", "--workers", "1"]
+    command = [sys.executable, str(ROOT / "benchmarks" / "missing.py"), "--quick"]
     command += ["--backbones", f"demo={folder}", "--results", str(results), "--report", str(report)]
     environment = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)

@@ -27,11 +27,11 @@ def test_every_module_imports_on_its_own_in_any_order():
         "        del sys.modules[loaded]\n"
         "    importlib.import_module(name)\n"
     )
-    for names in (MODULES, MODULES[::-1]):
-        done = subprocess.run(
-            [sys.executable, "-c", code, *names], capture_output=True, text=True, cwd=ROOT, timeout=300
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
+    both = [subprocess.Popen([sys.executable, "-c", code, *names], stderr=subprocess.PIPE, text=True, cwd=ROOT)
+            for names in (MODULES, MODULES[::-1])]  # fmt: skip
+    for process in both:
+        _, errors = process.communicate(timeout=300)
+        assert process.returncode == 0, errors[-2000:]
 
 
 def test_no_module_of_the_package_imports_one_that_imports_it_back():
@@ -65,14 +65,17 @@ def test_scripts_take_every_mitp_setting_with_its_help():
     settings = {f.name for f in mitp_fields(SETTING)}
     assert settings == {f.name for f in mitp_fields()} - {f.name for f in mitp_fields(DATA, LABELS, RECORD)}
     assert {f for f in MITPArguments.__dataclass_fields__} == settings
-    for script in ("examples/train.py", "examples/train_accelerate.py"):
-        done = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
-                              env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=120)  # fmt: skip
-        assert done.returncode == 0, done.stderr[-2000:]
+    scripts = ("examples/train.py", "examples/train_accelerate.py")
+    helps = {script: subprocess.Popen([sys.executable, str(ROOT / script), "--help"], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+             for script in scripts}  # fmt: skip
+    for script, process in helps.items():
+        out, errors = process.communicate(timeout=120)
+        assert process.returncode == 0, errors[-2000:]
         for name in settings:
-            assert f"--{name} " in done.stdout or f"--{name}\n" in done.stdout, f"{script} lacks --{name}"
+            assert f"--{name} " in out or f"--{name}\n" in out, f"{script} lacks --{name}"
         help_text = next(f.metadata["help"] for f in mitp_fields() if f.name == "prompt_length")
-        assert help_text.split("(")[0].strip() in " ".join(done.stdout.split())
+        assert help_text.split("(")[0].strip() in " ".join(out.split())
 
 
 def test_the_card_lists_every_setting(tmp_path):

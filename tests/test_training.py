@@ -49,18 +49,29 @@ def test_train_script_saves_an_adapter_that_reloads_to_the_same_metrics(food101,
     assert out.loss.item() == pytest.approx(metrics["eval_loss"], rel=1e-5)
 
 
-def run_script(script, food101, base_folder, output, *extra, launcher=(), env=None, log=None):
-    """Run an example on the Food101 folder with the tiny base; return the adapter's tensors and the metrics (and
-    append what it logged to `log`, when given)."""
+def start_script(script, food101, base_folder, output, *extra, launcher=(), env=None):
+    """Start an example on the Food101 folder with the tiny base (one thread: two runs side by side use the two
+    cores); `finish_script` waits for it."""
     command = [*launcher] if launcher else [sys.executable]
     command += [str(ROOT / "examples" / script), "--dataset", "food101", "--data_dir", str(food101)]
     command += ["--base_model", str(base_folder), "--output_dir", str(output), "--num_interaction_layers", "2", *extra]
     environment = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **(env or {}))
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
-    assert done.returncode == 0, done.stderr[-4000:]
+    return output, subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                    env=environment)  # fmt: skip
+
+
+def finish_script(started, log=None):
+    """The adapter's tensors and the metrics of a started run (and what it logged appended to `log`, when given)."""
+    output, process = started
+    _, errors = process.communicate(timeout=300)
+    assert process.returncode == 0, errors[-4000:]
     if log is not None:
-        log.append(done.stderr)
+        log.append(errors)
     return load_file(output / "adapter_model.safetensors"), json.loads((output / "metrics.json").read_text())
+
+
+def run_script(*args, log=None, **kwargs):
+    return finish_script(start_script(*args, **kwargs), log)
 
 
 def assert_same(a, b):
@@ -104,9 +115,10 @@ def test_the_extraction_cache_and_compiling_train_the_same_adapter(food101, base
     """One SGD step over the same 4 samples from the extraction cache (texts padded to the full room) and compiled
     (aot_eager: the compile path without inductor's minutes of code generation), as in plain eager."""
     common = (*ONE_STEP_OVER_FOUR, "--per_device_train_batch_size", "4", "--optimizer", "sgd", "--cpu")
-    plain, plain_metrics = run_script("train_accelerate.py", food101, base_folder, tmp_path / "plain", *common)
-    both, both_metrics = run_script("train_accelerate.py", food101, base_folder, tmp_path / "both", *common,
-                                    "--cache_extraction", "--dynamo_backend", "aot_eager")  # fmt: skip
+    started = [start_script("train_accelerate.py", food101, base_folder, tmp_path / "plain", *common),
+               start_script("train_accelerate.py", food101, base_folder, tmp_path / "both", *common,
+                            "--cache_extraction", "--dynamo_backend", "aot_eager")]  # fmt: skip
+    (plain, plain_metrics), (both, both_metrics) = [finish_script(run) for run in started]
     # Texts padded to the room and a compiled graph sum in other orders: float noise, which the hub's
     # standardization of small-spread prompts and the SGD rate of 0.5 grow to about 6e-4 of a tensor's largest entry
     # (a sample dropped or a mask wrong moves whole entries, 1e-1 and more).
@@ -120,10 +132,11 @@ def test_the_extraction_cache_and_compiling_train_the_same_adapter(food101, base
 def test_accumulating_two_micro_batches_equals_one_batch(food101, base_folder, tmp_path):
     """One optimizer step over the same 4 samples: 2 x 2 accumulated, or 4 at once."""
     sgd = (*ONE_STEP_OVER_FOUR, "--optimizer", "sgd", "--cpu")
-    whole, _ = run_script("train_accelerate.py", food101, base_folder, tmp_path / "a", *sgd,
-                          "--per_device_train_batch_size", "4")  # fmt: skip
-    halves, _ = run_script("train_accelerate.py", food101, base_folder, tmp_path / "b", *sgd,
-                           "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2")  # fmt: skip
+    started = [start_script("train_accelerate.py", food101, base_folder, tmp_path / "a", *sgd,
+                            "--per_device_train_batch_size", "4"),
+               start_script("train_accelerate.py", food101, base_folder, tmp_path / "b", *sgd,
+                            "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2")]  # fmt: skip
+    (whole, _), (halves, _) = [finish_script(run) for run in started]
     assert_same(halves, whole)
 
 
@@ -145,9 +158,15 @@ def test_resumed_run_ends_with_the_same_adapter(food101, base_folder, tmp_path):
     assert_same(resumed, straight)
 
 
+@pytest.fixture(scope="module")
+def single_process_runs():
+    """The one-process runs of the next test, by script: plain and --fsdp compare against the same one."""
+    return {}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["train_accelerate.py", "train.py", "train_accelerate.py --fsdp"])
-def test_two_cpu_processes_match_one(script, food101, base_folder, tmp_path):
+def test_two_cpu_processes_match_one(script, food101, base_folder, tmp_path, single_process_runs):
     """2 processes x 2 samples end like 1 process x 4 samples, with the same eval loss (no world-size scaling);
     with --fsdp the two processes hold the backbone sharded (FSDP2), the one process holds it plain."""
     script, *sharded = script.split()
@@ -159,8 +178,10 @@ def test_two_cpu_processes_match_one(script, food101, base_folder, tmp_path):
         extra, single_only, double_only = ("--optimizer", "sgd"), ("--cpu",), ()
         launcher, env = (*ACCELERATE, "--main_process_port", free_port()), {"ACCELERATE_USE_CPU": "true"}
     args = (*ONE_STEP_OVER_FOUR, *extra)
-    single, single_metrics = run_script(script, food101, base_folder, tmp_path / "one", *args, *single_only,
-                                        "--per_device_train_batch_size", "4")  # fmt: skip
+    if script not in single_process_runs:
+        single_process_runs[script] = run_script(script, food101, base_folder, tmp_path / "one", *args,
+                                                 *single_only, "--per_device_train_batch_size", "4")  # fmt: skip
+    single, single_metrics = single_process_runs[script]
     double, double_metrics = run_script(script, food101, base_folder, tmp_path / "two", *args, *double_only,
                                         *sharded, "--per_device_train_batch_size", "2", launcher=launcher,
                                         env=env)  # fmt: skip
@@ -174,8 +195,9 @@ def test_simulated_missing_modalities_train_aware_and_unaware_adapters(food101, 
     """--missing_rate removes a modality from a seeded share of the rows: a missing-aware adapter trains on the
     masks, an unaware one on a blank image or an empty text in their place (the baseline)."""
     common = ("--max_steps", "2", "--per_device_train_batch_size", "2", "--cpu", "--missing_rate", "0.5")
-    aware, metrics = run_script("train_accelerate.py", food101, base_folder, tmp_path / "aware", *common,
-                                "--missing_modalities", "True")  # fmt: skip
+    started = [start_script("train_accelerate.py", food101, base_folder, tmp_path / "aware", *common,
+                            "--missing_modalities", "True"),
+               start_script("train_accelerate.py", food101, base_folder, tmp_path / "unaware", *common)]  # fmt: skip
+    (aware, metrics), (unaware, _) = [finish_script(run) for run in started]
     assert "base_model.mitp_adapters.missing_prompts" in aware and 0 <= metrics["eval"]["accuracy"] <= 1
-    unaware, _ = run_script("train_accelerate.py", food101, base_folder, tmp_path / "unaware", *common)
     assert "base_model.mitp_adapters.missing_prompts" not in unaware
