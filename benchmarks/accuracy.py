@@ -335,6 +335,31 @@ def markdown(backbone: str, task: str, summaries: list[dict], multi_label: bool)
     return "\n".join(lines)
 
 
+def screening_so_far(study: Study, backbone: str, task: str, rows: list[Row]) -> str:
+    """Every first-seed run of a table the results file holds, row by row: where a study stopped before its tables
+    were complete. Not a result: the settings are not all picked yet and one seed says nothing of the spread."""
+    path = study.backbones[backbone]
+    lines = [
+        f"**{backbone} backbone, {task}: the screening so far** (seed 0 only; each run as measured)",
+        "",
+        "| method | trainable | lr | epochs | validation | test |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    from mitp_bench.experiment import score
+
+    def of(r: dict) -> tuple:
+        return r["backbone"], r["task"], r["method"], r["options"], r["seed"]
+
+    for row in rows:
+        wanted = (path, task, row.method, json.dumps(row.options, sort_keys=True), row.seeds[0])
+        runs = [r for r in study.done.values() if of(r) == wanted]
+        for r in sorted(runs, key=lambda r: (r["epochs"], r["learning_rate"])):
+            setting = ("-", "-") if r["trainable"] == 0 else (f"{r['learning_rate']:g}", f"{r['epochs']:g}")
+            lines.append(f"| {row.name} | {r['trainable']:,} | {' | '.join(setting)} | "
+                         f"{score(r['validation']):.3f} | {score(r['test']):.3f} |")  # fmt: skip
+    return "\n".join(lines) if len(lines) > 4 else ""
+
+
 SUMMARY_COLUMNS = (
     ("zero-shot", "zero-shot"),
     ("late fusion, linear", "late fusion, linear head"),
@@ -474,6 +499,13 @@ def main() -> None:
         checks = "\n".join(f"- {line}" for line in verdicts(task, summaries))
         sections.append(f"{table}\n\n{checks}")
         print(f"\n{table}\n\n{checks}\n", flush=True)
+    if args.report_only:
+        for backbone, task in plan:
+            rows = baseline_rows(task_parts(task)[0], budget)
+            so_far = screening_so_far(study, backbone, task, rows)
+            if so_far and not any(s["name"] == MITP_BUDGET for s in tables[backbone, task]):
+                sections.append(so_far)
+                print(f"\n{so_far}\n", flush=True)
     if args.report:
         args.report.write_text("\n\n".join(sections) + "\n")
 

@@ -69,6 +69,17 @@ def test_accuracy_study_quick_mode_runs_every_stage_and_resumes(tiny_backbone, t
     again = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
     assert again.returncode == 0 and len(results.read_text().splitlines()) == expected  # resumed: nothing rerun
 
+    # A study stopped after its first four runs: --report-only shows them as the screening so far, and no table.
+    partial, partial_report = tmp_path / "partial.jsonl", tmp_path / "partial.md"
+    partial.write_text("\n".join(results.read_text().splitlines()[:4]) + "\n")
+    command = [*command[:2], "--quick", "--report-only", "--backbones", f"demo={folder}", "--results", str(partial),
+               "--report", str(partial_report)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode == 0, done.stderr[-3000:]
+    so_far = partial_report.read_text()
+    assert "the screening so far" in so_far and f"| {accuracy.MITP_BUDGET} |" not in so_far
+    assert sum(line.startswith(("| zero-shot", "| late fusion")) for line in so_far.splitlines()) == 4
+
 
 def test_interaction_on_a_pretrained_text_tower_is_open_from_the_first_step(tiny_backbone):
     """On real MiniLM weights a fresh adapter's hub lets the image move every pooled text feature by 5e-3 or more,
