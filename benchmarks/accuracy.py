@@ -269,13 +269,13 @@ def summarize(study: Study, backbone: str, task: str, row: Row) -> dict:
 
 
 def summarize_done(study: Study, backbone: str, task: str, rows: list[Row]) -> list[dict]:
-    """The rows whose every run is in the results file, in order, stopping at the first incomplete one."""
+    """The rows whose every run is in the results file, in order (a stopped study's incomplete rows left out)."""
     summaries = []
     for row in rows:
         try:
             summaries.append(summarize(study, study.backbones[backbone], task, row))
         except KeyError:
-            break
+            continue
     return summaries
 
 

@@ -5,6 +5,7 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, script_module
@@ -45,15 +46,24 @@ def test_the_gpu_check_runs_end_to_end_in_smoke_mode(tmp_path):
         assert line in table, line
 
 
+def study_command(script: str, backbone: Path, results: Path, report: Path) -> list[str]:
+    """A study script in --quick mode on one backbone."""
+    command = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--backbones", f"demo={backbone}"]
+    return command + ["--results", str(results), "--report", str(report)]
+
+
+def run_study(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_accuracy_study_quick_mode_runs_every_stage_and_resumes(tiny_backbone, tmp_path):
     folder, _, _ = tiny_backbone
     results, report = tmp_path / "results.jsonl", tmp_path / "results.md"
-    command = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--quick"]
-    command += ["--backbones", f"demo={folder}", "--results", str(results), "--report", str(report)]
-    environment = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
-    assert done.returncode == 0, done.stderr[-3000:]
+    command = study_command("accuracy.py", folder, results, report)
+    run_study(command)
     accuracy = script_module("benchmarks/accuracy.py")
     rows = accuracy.baseline_rows("either_or", accuracy.QUICK)
     text = report.read_text()
@@ -66,16 +76,13 @@ def test_accuracy_study_quick_mode_runs_every_stage_and_resumes(tiny_backbone, t
     summary = next(line for line in text.splitlines() if line.startswith("| demo, either_or |"))
     mitp_row = next(line for line in text.splitlines() if line.startswith(f"| {accuracy.MITP_BUDGET} |"))
     assert summary.split(" | ")[-1].strip("*| ") == mitp_row.split(" | ")[4]  # the summary's MITP cell is its test
-    again = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
-    assert again.returncode == 0 and len(results.read_text().splitlines()) == expected  # resumed: nothing rerun
+    run_study(command)
+    assert len(results.read_text().splitlines()) == expected  # resumed: nothing rerun
 
     # A study stopped after its first four runs: --report-only shows them as the screening so far, and no table.
     partial, partial_report = tmp_path / "partial.jsonl", tmp_path / "partial.md"
     partial.write_text("\n".join(results.read_text().splitlines()[:4]) + "\n")
-    command = [*command[:2], "--quick", "--report-only", "--backbones", f"demo={folder}", "--results", str(partial),
-               "--report", str(partial_report)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_study([*study_command("accuracy.py", folder, partial, partial_report), "--report-only"])
     so_far = partial_report.read_text()
     assert "the screening so far" in so_far and f"| {accuracy.MITP_BUDGET} |" not in so_far
     assert sum(line.startswith(("| zero-shot", "| late fusion")) for line in so_far.splitlines()) == 4
@@ -98,11 +105,7 @@ def test_interaction_on_a_pretrained_text_tower_is_open_from_the_first_step(tiny
 def test_missing_modality_study_quick_mode_runs_and_reports_the_targets(tiny_backbone, tmp_path):
     folder, _, _ = tiny_backbone
     results, report = tmp_path / "missing.jsonl", tmp_path / "missing.md"
-    command = [sys.executable, str(ROOT / "benchmarks" / "missing.py"), "--quick"]
-    command += ["--backbones", f"demo={folder}", "--results", str(results), "--report", str(report)]
-    environment = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_study(study_command("missing.py", folder, results, report))
     missing = script_module("benchmarks/missing.py")
     text = report.read_text()
     for row in missing.rows("both", quick=True):
