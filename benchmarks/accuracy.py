@@ -338,26 +338,28 @@ def markdown(backbone: str, task: str, summaries: list[dict], multi_label: bool)
 def screening_so_far(study: Study, backbone: str, task: str, rows: list[Row]) -> str:
     """Every first-seed run of a table the results file holds, row by row: where a study stopped before its tables
     were complete. Not a result: the settings are not all picked yet and one seed says nothing of the spread."""
+    from mitp_bench.experiment import score
+
     path = study.backbones[backbone]
-    lines = [
+    lines = []
+    for row in rows:
+        first = spec(study, path, task, row, 0.0, 0.0, row.seeds[0])
+        fields = ("backbone", "task", "method", "options", "seed", "max_train")
+        wanted = tuple(getattr(first, field) for field in fields)
+        runs = [r for r in study.done.values() if tuple(r[field] for field in fields) == wanted]
+        for r in sorted(runs, key=lambda r: (r["epochs"], r["learning_rate"])):
+            setting = ("-", "-") if r["trainable"] == 0 else (f"{r['learning_rate']:g}", f"{r['epochs']:g}")
+            lines.append(f"| {row.name} | {r['trainable']:,} | {' | '.join(setting)} | "
+                         f"{score(r['validation']):.3f} | {score(r['test']):.3f} |")  # fmt: skip
+    if not lines:
+        return ""
+    header = [
         f"**{backbone} backbone, {task}: the screening so far** (seed 0 only; each run as measured)",
         "",
         "| method | trainable | lr | epochs | validation | test |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    from mitp_bench.experiment import score
-
-    def of(r: dict) -> tuple:
-        return r["backbone"], r["task"], r["method"], r["options"], r["seed"]
-
-    for row in rows:
-        wanted = (path, task, row.method, json.dumps(row.options, sort_keys=True), row.seeds[0])
-        runs = [r for r in study.done.values() if of(r) == wanted]
-        for r in sorted(runs, key=lambda r: (r["epochs"], r["learning_rate"])):
-            setting = ("-", "-") if r["trainable"] == 0 else (f"{r['learning_rate']:g}", f"{r['epochs']:g}")
-            lines.append(f"| {row.name} | {r['trainable']:,} | {' | '.join(setting)} | "
-                         f"{score(r['validation']):.3f} | {score(r['test']):.3f} |")  # fmt: skip
-    return "\n".join(lines) if len(lines) > 4 else ""
+    return "\n".join(header + lines)
 
 
 SUMMARY_COLUMNS = (
@@ -481,10 +483,10 @@ def main() -> None:
     study.load()
     budget = QUICK if args.quick else Budget()
     sections = [f"Machine: {machine()}."]
-    tables = {}
+    tables, rows_of = {}, {}
     for backbone, task in plan:
         kind = task_parts(task)[0]
-        rows = baseline_rows(kind, budget)
+        rows = rows_of[backbone, task] = baseline_rows(kind, budget)
         measure = summarize_done if args.report_only else run_table
         tables[backbone, task] = measure(study, backbone, task, rows)
         if budget.variants and task in SCREENED and tables[backbone, task][-1:] and \
@@ -501,9 +503,10 @@ def main() -> None:
         print(f"\n{table}\n\n{checks}\n", flush=True)
     if args.report_only:
         for backbone, task in plan:
-            rows = baseline_rows(task_parts(task)[0], budget)
-            so_far = screening_so_far(study, backbone, task, rows)
-            if so_far and not any(s["name"] == MITP_BUDGET for s in tables[backbone, task]):
+            if any(s["name"] == MITP_BUDGET for s in tables[backbone, task]):
+                continue  # tabled above
+            so_far = screening_so_far(study, backbone, task, rows_of[backbone, task])
+            if so_far:
                 sections.append(so_far)
                 print(f"\n{so_far}\n", flush=True)
     if args.report:
