@@ -44,7 +44,7 @@ class MITPCollator:
                 "forward does not name, and the raw image and text are not model inputs."
             )
         has_image = [row["image"] is not None for row in rows]
-        has_text = [row["text"] is not None and row["text"] != "" for row in rows]
+        has_text = [row["text"] is not None and str(row["text"]).strip() != "" for row in rows]  # as the readers
         lacking = [i for i, (image, text) in enumerate(zip(has_image, has_text, strict=True)) if not (image and text)]
         if lacking and self.missing == "error":
             i = lacking[0]

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
 from PIL import Image
 
 from .collator import MITPCollator  # noqa: F401  (the readers' rows go through it: importable from here too)
@@ -177,10 +178,12 @@ def load_hub(
     image_column: str = "image",
     text_column: str = "text",
     label_column: str = "label",
+    allow_missing: bool = False,
     **load_kwargs: Any,
 ) -> datasets.DatasetDict:
     """A dataset through `datasets.load_dataset` (a hub id, or a local folder in the same layout), with its
-    columns renamed to `image`, `text` and `label`, images decoded as `datasets.Image` and labels as `ClassLabel`."""
+    columns renamed to `image`, `text` and `label`, images decoded as `datasets.Image` and labels as `ClassLabel`.
+    A row whose image is null or whose text is null or blank is an error naming it, unless `allow_missing`."""
     data = datasets.load_dataset(name_or_path, **load_kwargs)
     if not isinstance(data, datasets.DatasetDict):
         raise ValueError(f"{name_or_path}: expected named splits, got {type(data).__name__}; do not pass split=.")
@@ -188,6 +191,8 @@ def load_hub(
         missing = [c for c in (image_column, text_column, label_column) if c not in dataset.column_names]
         if missing:
             raise ValueError(f"{name_or_path} ({split}): missing column(s) {missing}; it has {dataset.column_names}.")
+        if not allow_missing:
+            _refuse_absent_cells(dataset, image_column, text_column, f"{name_or_path} ({split})")
     renames = {old: new for old, new in ((image_column, "image"), (text_column, "text"), (label_column, "label"))}
     data = data.rename_columns({old: new for old, new in renames.items() if old != new})
     first = next(iter(data.values()))
@@ -254,6 +259,10 @@ class DataArguments:
     )
     missing_type: str = field(default="both", metadata={"help": f"What the rows lack: one of {MISSING_TYPES}."})
     missing_seed: int = field(default=0, metadata={"help": "Which rows lack a modality (recorded per row)."})
+    allow_missing: bool = field(
+        default=False,
+        metadata={"help": "Keep rows whose image or text is absent (for --missing_modalities); else they are errors."},
+    )
 
     @property
     def name(self) -> str:
@@ -293,19 +302,20 @@ def load_splits(args: DataArguments) -> Splits:
     if getattr(args, needed) is None:
         raise ValueError(f"--dataset {args.dataset} needs --{needed}.")
     columns = dict(image_column=args.image_column, text_column=args.text_column, label_column=args.label_column)
+    absent = dict(allow_missing=args.allow_missing)
     if args.dataset == "food101":
-        data, evaluation = load_food101(args.data_dir), "test"
+        data, evaluation = load_food101(args.data_dir, **absent), "test"
     elif args.dataset == "mmimdb":
-        data, evaluation = load_mmimdb(args.data_dir), "dev"
+        data, evaluation = load_mmimdb(args.data_dir, **absent), "dev"
     elif args.dataset == "snli_ve":
-        data, evaluation = load_snli_ve(args.data_dir, images=args.images_dir), "dev"
+        data, evaluation = load_snli_ve(args.data_dir, images=args.images_dir, **absent), "dev"
     elif args.dataset == "pairs":
         files = {"train": args.train_file}
         if args.validation_file is not None:
             files["validation"] = args.validation_file
-        data, evaluation = load_pairs(files, **columns), "validation" if args.validation_file else None
+        data, evaluation = load_pairs(files, **columns, **absent), "validation" if args.validation_file else None
     else:
-        data = load_hub(args.dataset_name, **columns)
+        data = load_hub(args.dataset_name, **columns, **absent)
         found = [split for split in ("validation", "dev", "test") if split in data]
         if "train" not in data or not found:
             raise ValueError(
@@ -395,6 +405,23 @@ def _clean_label(label: Any, table: Path, number: int) -> str:
             f"from {text.strip()!r}. Strip the spaces in the file."
         )
     return text
+
+
+def _refuse_absent_cells(dataset: datasets.Dataset, image_column: str, text_column: str, source: str) -> None:
+    """The first row of a hub dataset without its image or its text, as an error naming it. Read from the Arrow
+    columns: no image is decoded."""
+    columns = dataset.select_columns([image_column, text_column]).with_format("arrow")[:]
+    for column, what in ((image_column, "image"), (text_column, "text")):
+        values = columns.column(column)
+        absent = pc.is_null(values)
+        if what == "text":
+            absent = pc.or_kleene(absent, pc.equal(pc.utf8_trim_whitespace(values.cast("string")), ""))
+        rows = pc.indices_nonzero(pc.fill_null(absent, False))
+        if len(rows):
+            raise ValueError(
+                f"{source}, row {rows[0].as_py()}: no {what} ({len(rows)} row(s) lack one). Give it, drop the rows, "
+                "or read with allow_missing=True (for an adapter with missing_modalities)."
+            )
 
 
 def _label_index(label: str, names: Iterable[str], table: Path, number: int) -> int:

@@ -2,6 +2,7 @@
 
 import json
 
+import datasets
 import pytest
 import torch
 from conftest import PAD, make_inputs, pairs_file, picture, tiny_clip, tiny_clip_processor
@@ -11,7 +12,17 @@ from PIL import Image
 
 import mitp_peft
 from mitp_peft import MITPConfig
-from mitp_peft.data import MITPCollator, load_pairs, simulate_missing
+from mitp_peft.data import (
+    DataArguments,
+    MITPCollator,
+    load_food101,
+    load_hub,
+    load_mmimdb,
+    load_pairs,
+    load_snli_ve,
+    load_splits,
+    simulate_missing,
+)
 
 LABELS = torch.tensor([0, 1, 2])
 AWARE = dict(num_labels=3, missing_modalities=True)
@@ -142,6 +153,71 @@ def test_readers_refuse_missing_cells_unless_asked_and_the_collator_masks_them(t
     assert "image_present" not in filled and filled["pixel_values"].shape[0] == 3  # the unaware baseline
     images_only = MITPCollator(processor, 16, missing="mask")([{"image": Image.new("RGB", (9, 9)), "text": None}])
     assert "input_ids" not in images_only and "text_present" not in images_only  # no text at all: tower skipped
+
+
+def food101_lacking(food101, tmp_path):
+    """Food101 with the second training title blank and the third training photo deleted."""
+    table = food101 / "texts" / "train_titles.csv"
+    table.write_text(table.read_text().replace('"miso soup number 1"', '" "'))
+    (food101 / "images" / "train" / "apple_pie" / "apple_pie_2.jpg").unlink()
+    reader = lambda **kwargs: load_food101(food101, **kwargs)  # noqa: E731
+    return reader, "train_titles.csv, row 2: the text is empty", [1, 1, 0, 1, 1, 1], [1, 0, 1, 1, 1, 1]
+
+
+def snli_ve_lacking(food101, tmp_path):
+    """SNLI-VE with an empty first hypothesis and a second Flickr30k photo that is not there."""
+    root = tmp_path / "snli_ve"
+    picture(root / "flickr30k_images" / "1.jpg")
+    lines = [json.dumps({"Flickr30K_ID": i, "sentence2": t, "gold_label": "neutral"})
+             for i, t in (("1", ""), ("2", "A dog runs."), ("1", "A cat sits."))]  # fmt: skip
+    for split in ("train", "dev", "test"):
+        (root / f"snli_ve_{split}.jsonl").write_text("\n".join(lines) + "\n")
+    reader = lambda **kwargs: load_snli_ve(root, **kwargs)  # noqa: E731
+    return reader, "snli_ve_train.jsonl, row 1: the text is empty", [1, 0, 1], [0, 1, 1]
+
+
+def mmimdb_lacking(food101, tmp_path):
+    """MM-IMDB with an empty first plot and a second movie without its poster."""
+    root = tmp_path / "mmimdb"
+    for movie, plot in (("001", ""), ("002", "a plot"), ("003", "another plot")):
+        if movie != "002":
+            picture(root / "dataset" / f"{movie}.jpeg")
+        (root / "dataset" / f"{movie}.json").write_text(json.dumps({"plot": [plot], "genres": ["Drama"]}))
+    (root / "split.json").write_text(json.dumps({split: ["001", "002", "003"] for split in ("train", "dev", "test")}))
+    reader = lambda **kwargs: load_mmimdb(root, **kwargs)  # noqa: E731
+    return reader, "split.json, movie 001: the text is empty", [1, 0, 1], [0, 1, 1]
+
+
+def hub_lacking(food101, tmp_path):
+    """A dataset in the hub's layout (parquet) with a blank first text and a null second image."""
+    picture(tmp_path / "a.png")
+    image = {"bytes": (tmp_path / "a.png").read_bytes(), "path": None}
+    rows = {"image": [image, None, image], "text": ["  ", "a dog", "a cat"], "label": ["a", "b", "a"]}
+    features = datasets.Features(image=datasets.Image(), text=datasets.Value("string"), label=datasets.Value("string"))
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    for split in ("train", "test"):
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(tmp_path / "repo" / "data" / f"{split}.parquet")
+    reader = lambda **kwargs: load_hub(str(tmp_path / "repo"), **kwargs)  # noqa: E731
+    return reader, r"repo \(train\), row 1: no image \(1 row\(s\) lack one\)", [1, 0, 1], [0, 1, 1]
+
+
+@pytest.mark.parametrize("lacking", [food101_lacking, snli_ve_lacking, mmimdb_lacking, hub_lacking])
+def test_every_reader_refuses_absent_cells_unless_asked(lacking, food101, tmp_path):
+    read, message, image_present, text_present = lacking(food101, tmp_path)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        read()
+    collator = MITPCollator(tiny_clip_processor(tmp_path), 16, num_labels=23, missing="mask")
+    batch = collator(list(read(allow_missing=True)["train"]))
+    assert batch["image_present"].tolist() == [bool(x) for x in image_present]
+    assert batch["text_present"].tolist() == [bool(x) for x in text_present]
+
+
+def test_the_scripts_allow_missing_flag_reaches_the_reader(food101, tmp_path):
+    food101_lacking(food101, tmp_path)
+    with pytest.raises(ValueError, match="row 2: the text is empty"):
+        load_splits(DataArguments(dataset="food101", data_dir=str(food101)))
+    splits = load_splits(DataArguments(dataset="food101", data_dir=str(food101), allow_missing=True))
+    assert splits.train["text"][1] is None and splits.train["image"][2] is None and len(splits.train) == 6
 
 
 def test_predict_answers_for_images_alone_and_texts_alone(tmp_path):
