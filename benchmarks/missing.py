@@ -77,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", help="name=folder pairs (default: the DINOv2 build)")
     parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--kinds", default=",".join(KINDS), help="the missing types to measure, in this order")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results_missing.jsonl")
     parser.add_argument("--report", type=Path, help="write the tables (Markdown) here")
@@ -87,13 +88,16 @@ def main() -> None:
     if not backbones:
         backbones = {"dino": str(ROOT / ".cache" / "dino-backbone") if args.report_only else build("dino")}
     tasks = args.tasks.split(",")[:1] if args.quick else args.tasks.split(",")
+    unknown = sorted(set(args.kinds.split(",")) - set(KINDS))
+    if unknown:
+        parser.error(f"--kinds: unknown missing type(s) {unknown}; choose from {KINDS}")
     study = Study(backbones, args.results, args.workers, max_train=64 if args.quick else None)
     study.load()
     measure = summarize_done if args.report_only else run_table
     sections = [f"Machine: {machine()}. Missing rate {RATE:.0%}."]
     for backbone in backbones:
         for task in tasks:
-            kinds = ("both",) if args.quick else KINDS
+            kinds = ("both",) if args.quick else args.kinds.split(",")
             summaries = [s for kind in kinds for s in measure(study, backbone, task, rows(kind, args.quick))]
             if not summaries:
                 continue
