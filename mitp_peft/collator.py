@@ -44,7 +44,7 @@ class MITPCollator:
                 "forward does not name, and the raw image and text are not model inputs."
             )
         has_image = [row["image"] is not None for row in rows]
-        has_text = [row["text"] is not None and str(row["text"]).strip() != "" for row in rows]  # as the readers
+        has_text = [not text_is_absent(row["text"]) for row in rows]
         lacking = [i for i, (image, text) in enumerate(zip(has_image, has_text, strict=True)) if not (image and text)]
         if lacking and self.missing == "error":
             i = lacking[0]
@@ -84,6 +84,11 @@ class MITPCollator:
 MISSING_HANDLING = ("error", "mask", "fill")
 BLANK = Image.new("RGB", (224, 224))
 """What stands in a missing image's place (the processor resizes it); a missing-aware model never reads it."""
+
+
+def text_is_absent(text: Any) -> bool:
+    """None, empty or only spaces: a text a sample lacks, for the collator and the readers alike."""
+    return text is None or not str(text).strip()
 
 
 def _rgb(image: Any) -> Any:

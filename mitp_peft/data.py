@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow.compute as pc
 from PIL import Image
 
-from .collator import MITPCollator  # noqa: F401  (the readers' rows go through it: importable from here too)
+from .collator import MITPCollator, text_is_absent  # noqa: F401  (MITPCollator: importable from here too)
 
 logger = logging.getLogger(__name__)
 
@@ -409,7 +409,7 @@ def _clean_label(label: Any, table: Path, number: int) -> str:
 
 def _refuse_absent_cells(dataset: datasets.Dataset, image_column: str, text_column: str, source: str) -> None:
     """The first row of a hub dataset without its image or its text, as an error naming it. Read from the Arrow
-    columns: no image is decoded."""
+    columns, so no image is decoded: `text_is_absent`'s rule, on a whole column at once."""
     columns = dataset.select_columns([image_column, text_column]).with_format("arrow")[:]
     for column, what in ((image_column, "image"), (text_column, "text")):
         values = columns.column(column)
@@ -447,7 +447,7 @@ def _dataset(
     absent = {"image": 0, "text": 0}
     for number, row in rows.items():
         where = f"row {number}" if isinstance(number, int) else number
-        if row["text"] is None or not str(row["text"]).strip():
+        if text_is_absent(row["text"]):
             if not allow_missing:
                 raise ValueError(
                     f"{source}, {where}: the text is empty. Give it, drop the row, or read with allow_missing=True "

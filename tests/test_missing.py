@@ -1,6 +1,7 @@
 """Samples that lack their image or their text: masks, towers that do not run, readers, prediction, bad inputs."""
 
 import json
+from functools import partial
 
 import datasets
 import pytest
@@ -160,8 +161,12 @@ def food101_lacking(food101, tmp_path):
     table = food101 / "texts" / "train_titles.csv"
     table.write_text(table.read_text().replace('"miso soup number 1"', '" "'))
     (food101 / "images" / "train" / "apple_pie" / "apple_pie_2.jpg").unlink()
-    reader = lambda **kwargs: load_food101(food101, **kwargs)  # noqa: E731
-    return reader, "train_titles.csv, row 2: the text is empty", [1, 1, 0, 1, 1, 1], [1, 0, 1, 1, 1, 1]
+    return (
+        partial(load_food101, food101),
+        "train_titles.csv, row 2: the text is empty",
+        [1, 1, 0, 1, 1, 1],
+        [1, 0, 1, 1, 1, 1],
+    )
 
 
 def snli_ve_lacking(food101, tmp_path):
@@ -172,8 +177,7 @@ def snli_ve_lacking(food101, tmp_path):
              for i, t in (("1", ""), ("2", "A dog runs."), ("1", "A cat sits."))]  # fmt: skip
     for split in ("train", "dev", "test"):
         (root / f"snli_ve_{split}.jsonl").write_text("\n".join(lines) + "\n")
-    reader = lambda **kwargs: load_snli_ve(root, **kwargs)  # noqa: E731
-    return reader, "snli_ve_train.jsonl, row 1: the text is empty", [1, 0, 1], [0, 1, 1]
+    return partial(load_snli_ve, root), "snli_ve_train.jsonl, row 1: the text is empty", [1, 0, 1], [0, 1, 1]
 
 
 def mmimdb_lacking(food101, tmp_path):
@@ -184,8 +188,7 @@ def mmimdb_lacking(food101, tmp_path):
             picture(root / "dataset" / f"{movie}.jpeg")
         (root / "dataset" / f"{movie}.json").write_text(json.dumps({"plot": [plot], "genres": ["Drama"]}))
     (root / "split.json").write_text(json.dumps({split: ["001", "002", "003"] for split in ("train", "dev", "test")}))
-    reader = lambda **kwargs: load_mmimdb(root, **kwargs)  # noqa: E731
-    return reader, "split.json, movie 001: the text is empty", [1, 0, 1], [0, 1, 1]
+    return partial(load_mmimdb, root), "split.json, movie 001: the text is empty", [1, 0, 1], [0, 1, 1]
 
 
 def hub_lacking(food101, tmp_path):
@@ -197,8 +200,12 @@ def hub_lacking(food101, tmp_path):
     (tmp_path / "repo" / "data").mkdir(parents=True)
     for split in ("train", "test"):
         datasets.Dataset.from_dict(rows, features=features).to_parquet(tmp_path / "repo" / "data" / f"{split}.parquet")
-    reader = lambda **kwargs: load_hub(str(tmp_path / "repo"), **kwargs)  # noqa: E731
-    return reader, r"repo \(train\), row 1: no image \(1 row\(s\) lack one\)", [1, 0, 1], [0, 1, 1]
+    return (
+        partial(load_hub, str(tmp_path / "repo")),
+        r"repo \(train\), row 1: no image \(1 row\(s\) lack one\)",
+        [1, 0, 1],
+        [0, 1, 1],
+    )
 
 
 @pytest.mark.parametrize("lacking", [food101_lacking, snli_ve_lacking, mmimdb_lacking, hub_lacking])
