@@ -265,6 +265,12 @@ def summarize(study: Study, backbone: str, task: str, row: Row) -> dict:
     if "by_negative" in records[0]:
         for kind in ("presence", "binding_balanced"):
             summary[kind] = statistics.mean(r["by_negative"]["test"][kind] for r in records)
+    if all("by_missing" in r for r in records):  # runs from before the breakdown was recorded have none
+        subsets = records[0]["by_missing"]["test"]
+        summary["by_missing"] = {
+            name: {key: statistics.mean(r["by_missing"]["test"][name][key] for r in records) for key in subset}
+            for name, subset in subsets.items()
+        }
     return summary
 
 

@@ -111,6 +111,7 @@ def test_missing_modality_study_quick_mode_runs_and_reports_the_targets(tiny_bac
     for row in missing.rows("both", quick=True):
         assert f"| {row.name} |" in text, row.name
     assert "both missing: aware" in text and "complete pairs: aware" in text
+    assert "| complete pairs | text missing | image missing |" in text  # each row's score per subset
     records = [json.loads(line) for line in results.read_text().splitlines()]
     mitp = [r for r in records if r["method"] == "mitp"]
     aware = {r["trainable"] for r in mitp if '"missing_modalities": true' in r["options"]}

@@ -60,3 +60,30 @@ def test_grid_matching_is_scored_by_the_kind_of_negative():
     part = experiment.Split({}, torch.tensor([1, 0, 0, 0]), [], ["", "absent", "binding", "binding"])
     scores = experiment.by_negative(logits, part)
     assert scores == {"holds": 1.0, "absent": 1.0, "binding": 0.5, "presence": 1.0, "binding_balanced": 0.75}
+
+
+def test_missing_modality_runs_are_scored_per_subset_and_bounded_by_what_the_task_allows():
+    logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # says 1, 0, 1, 0, 1
+    present = {
+        "image_present": torch.tensor([True, True, True, False, False]),
+        "text_present": torch.tensor([True, True, False, True, True]),
+    }
+    part = experiment.Split(present, torch.tensor([1, 1, 1, 0, 0]), [])
+    scores = experiment.by_missing(logits, part, multi_label=False)
+    assert scores == {
+        "complete": {"score": 0.5, "share": 0.4},
+        "text_missing": {"score": 1.0, "share": 0.2},
+        "image_missing": {"score": 0.5, "share": 0.4},
+    }
+    complete = {name: torch.ones(5, dtype=torch.bool) for name in present}
+    assert set(experiment.by_missing(logits, experiment.Split(complete, part.labels, []), False)) == {"complete"}
+
+    from conftest import script_module
+
+    missing = script_module("benchmarks/missing.py")
+    # Either-or without its image: the text names two classes and only the image decides, so chance at most.
+    assert missing.ceiling("either_or", "image") == pytest.approx(0.3 + 0.7 * 0.5)
+    assert missing.ceiling("either_or", "both") == pytest.approx(0.3 + 0.35 + 0.35 * 0.5)
+    assert missing.ceiling("either_or", "text") == pytest.approx(1.0)
+    assert missing.ceiling("matching", "text") == pytest.approx(0.3 + 0.7 * 0.5)
+    assert missing.ceiling("multi_label", "both") == pytest.approx(1.0)

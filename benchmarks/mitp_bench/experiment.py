@@ -181,6 +181,25 @@ def by_negative(logits: torch.Tensor, part: Split) -> dict[str, float]:
     return accuracy
 
 
+SUBSETS = ("complete", "text_missing", "image_missing")
+
+
+def by_missing(logits: torch.Tensor, part: Split, multi_label: bool) -> dict[str, dict[str, float]]:
+    """A split with missing modalities: the score and share of its complete pairs, of those lacking the text and of
+    those lacking the image (subsets it does not have left out). Where the remaining modality says nothing of the
+    label (an either-or pair without its image), no method can pass chance there: the breakdown shows it."""
+    image, text = part.inputs["image_present"], part.inputs["text_present"]
+    subsets = dict(zip(SUBSETS, (image & text, image & ~text, ~image & text), strict=True))
+    return {
+        name: {
+            "score": score(metrics(logits[rows], part.labels[rows], multi_label)),
+            "share": int(rows.sum()) / len(rows),
+        }
+        for name, rows in subsets.items()
+        if rows.any()
+    }
+
+
 def score(result: dict[str, float]) -> float:
     """The one number a learning rate is chosen by: accuracy, or the mean of F1-macro and F1-micro."""
     return result["accuracy"] if "accuracy" in result else (result["f1_macro"] + result["f1_micro"]) / 2
@@ -400,6 +419,8 @@ def execute(
     }
     if data.kind == "grid_matching":
         outcome["by_negative"] = {split: by_negative(logits[split], part) for split, part in evaluation.items()}
+    if run.options.get("missing"):
+        outcome["by_missing"] = {s: by_missing(logits[s], part, data.multi_label) for s, part in evaluation.items()}
     if keep_model and model is not None:
         outcome["model"] = model
     return outcome
