@@ -48,6 +48,27 @@ def test_complete_samples_are_computed_as_without_missing_awareness(name):
     assert torch.equal(model(**inputs).logits, plain(**inputs).logits)
 
 
+def test_trained_on_complete_pairs_a_missing_aware_adapter_is_todays_adapter(inputs):
+    """Nothing missing in training and test: the option changes nothing, step for step (its prompts and placeholders
+    get no gradient, so AdamW leaves them at zero)."""
+    torch.manual_seed(0)
+    model = get_peft_model(tiny_clip(), MITPConfig(**AWARE))
+    plain = get_peft_model(tiny_clip(), MITPConfig(num_labels=3))
+    plain.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        before = plain(**inputs).logits
+    for trained in (model, plain):
+        optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(3):
+            optimizer.zero_grad()
+            trained(**inputs, labels=LABELS).loss.backward()
+            optimizer.step()
+    after = plain(**inputs).logits
+    assert torch.equal(model(**inputs).logits, after) and (after - before).abs().max() > 1e-2  # and it did train
+    adapter = model.base_model.mitp_adapters["default"]
+    assert not adapter.missing_prompts.any() and not adapter.image_placeholder.any()
+
+
 def test_what_a_sample_lacks_never_reaches_its_output(inputs):
     model = aware(tiny_clip())
     lacks = dict(image_present=torch.tensor([True, False, True]), text_present=torch.tensor([True, True, False]))
