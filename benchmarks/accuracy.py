@@ -476,8 +476,8 @@ def main() -> None:
     parser.add_argument(
         "--skip",
         default="",
-        help="leave out the rows whose name starts with one of these (comma-separated), e.g. 'full fine-tuning' "
-        "where its hours do not fit; a later run without it resumes the table",
+        help="leave out the rows whose name starts with one of these (semicolons part them: names hold commas), "
+        "e.g. 'full fine-tuning' where its hours do not fit; a later run without it resumes the table",
     )
     parser.add_argument(
         "--report-only", action="store_true", help="tables of what the results file holds; run nothing"
@@ -501,7 +501,7 @@ def main() -> None:
     tables, rows_of = {}, {}
     for backbone, task in plan:
         kind = task_parts(task)[0]
-        skipped = tuple(name for name in args.skip.split(",") if name)
+        skipped = tuple(name for name in args.skip.split(";") if name)
         rows = [row for row in baseline_rows(kind, budget) if not skipped or not row.name.startswith(skipped)]
         rows_of[backbone, task] = rows
         measure = summarize_done if args.report_only else run_table
