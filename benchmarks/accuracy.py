@@ -56,6 +56,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "head reads the hub memory": {"head_uses_memory": True},
     "K=6 (every text layer, the top half of the vision tower)": {"num_interaction_layers": 6},
     "widths 256 / 384 (L/14's defaults, 1.8% here)": {"translator_hidden_size": 256, "head_hidden_size": 384},
+    "M=16 prompts": {"prompt_length": 16},
+    "a prompt of its own per layer": {"layer_prompts": True},
 }
 """Screened against the budget row, with its options otherwise."""
 
@@ -498,17 +500,20 @@ def main() -> None:
     study.load()
     budget = QUICK if args.quick else Budget()
     sections = [f"Machine: {machine()}."]
+    skipped = tuple(name for name in args.skip.split(";") if name)
+
+    def kept(rows: list[Row]) -> list[Row]:
+        return [row for row in rows if not skipped or not row.name.startswith(skipped)]
+
     tables, rows_of = {}, {}
     for backbone, task in plan:
         kind = task_parts(task)[0]
-        skipped = tuple(name for name in args.skip.split(";") if name)
-        rows = [row for row in baseline_rows(kind, budget) if not skipped or not row.name.startswith(skipped)]
-        rows_of[backbone, task] = rows
+        rows = rows_of[backbone, task] = kept(baseline_rows(kind, budget))
         measure = summarize_done if args.report_only else run_table
         tables[backbone, task] = measure(study, backbone, task, rows)
         if budget.variants and task in SCREENED and tables[backbone, task][-1:] and \
                 tables[backbone, task][-1]["name"] == MITP_BUDGET:  # fmt: skip
-            tables[backbone, task] += measure(study, backbone, task, variant_rows(tables[backbone, task][-1]))
+            tables[backbone, task] += measure(study, backbone, task, kept(variant_rows(tables[backbone, task][-1])))
     sections.append(summary(tables))
     print(f"\n{sections[-1]}\n", flush=True)
     for (backbone, task), summaries in tables.items():
