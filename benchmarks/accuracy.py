@@ -298,8 +298,9 @@ def run_table(study: Study, backbone: str, task: str, rows: list[Row]) -> list[d
     return [summarize(study, path, task, row) for row in rows]
 
 
-def variant_rows(budget_row: dict) -> list[Row]:
-    """MITP's variants, one seed each, at the setting the budget row picked."""
+def variant_rows(budget_row: dict, confirmed: tuple[str, ...] = ()) -> list[Row]:
+    """MITP's variants at the setting the budget row picked: one seed each to screen, every seed for the variants
+    whose names start with one of `confirmed` (a screened winner's claim needs the seeds the other rows have)."""
     return [
         Row(
             f"MITP, {name}",
@@ -307,7 +308,7 @@ def variant_rows(budget_row: dict) -> list[Row]:
             {"warm_start": True, **BUDGET, **options},
             (budget_row["learning_rate"],),
             (budget_row["epochs"],),
-            (0,),
+            SEEDS if confirmed and name.startswith(confirmed) else (0,),
         )  # fmt: skip
         for name, options in VARIANTS.items()
     ]
@@ -482,6 +483,12 @@ def main() -> None:
         "e.g. 'full fine-tuning' where its hours do not fit; a later run without it resumes the table",
     )
     parser.add_argument(
+        "--confirm",
+        default="",
+        help="run every seed for the variants whose names start with one of these (semicolons part them), "
+        "e.g. 'head reads the hub memory' once it won its screening",
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="tables of what the results file holds; run nothing"
     )
     args = parser.parse_args()
@@ -501,6 +508,7 @@ def main() -> None:
     budget = QUICK if args.quick else Budget()
     sections = [f"Machine: {machine()}."]
     skipped = tuple(name for name in args.skip.split(";") if name)
+    confirmed = tuple(name for name in args.confirm.split(";") if name)
 
     def kept(rows: list[Row]) -> list[Row]:
         return [row for row in rows if not skipped or not row.name.startswith(skipped)]
@@ -513,7 +521,9 @@ def main() -> None:
         tables[backbone, task] = measure(study, backbone, task, rows)
         if budget.variants and task in SCREENED and tables[backbone, task][-1:] and \
                 tables[backbone, task][-1]["name"] == MITP_BUDGET:  # fmt: skip
-            tables[backbone, task] += measure(study, backbone, task, kept(variant_rows(tables[backbone, task][-1])))
+            tables[backbone, task] += measure(
+                study, backbone, task, kept(variant_rows(tables[backbone, task][-1], confirmed))
+            )
     sections.append(summary(tables))
     print(f"\n{sections[-1]}\n", flush=True)
     for (backbone, task), summaries in tables.items():
