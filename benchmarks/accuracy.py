@@ -54,6 +54,10 @@ ViT-L/14 with 101 classes, benchmarks/budget.py; under 1% of the DINOv2 backbone
 VARIANTS: dict[str, dict[str, Any]] = {
     "hub reads tokens": {"hub_reads": "tokens"},
     "head reads the hub memory": {"head_uses_memory": True},
+    "head reads the hub memory, head a third of the text width (2.07M on L/14)": {
+        "head_uses_memory": True,
+        "head_hidden_size": 128,
+    },
     "K=6 (every text layer, the top half of the vision tower)": {"num_interaction_layers": 6},
     "widths 256 / 384 (L/14's defaults, 1.8% here)": {"translator_hidden_size": 256, "head_hidden_size": 384},
     "M=16 prompts": {"prompt_length": 16},
@@ -409,8 +413,9 @@ def summary(tables: dict) -> str:
     return "\n".join(lines)
 
 
-def verdicts(task: str, summaries: list[dict]) -> list[str]:
-    """The targets of the real-ViT issue, as measured on this table."""
+def verdicts(task: str, summaries: list[dict], budget: Budget = Budget()) -> list[str]:
+    """The targets of the real-ViT issue, as measured on this table, with what the comparison still lacks (a
+    rival that did not run, or ran at fewer epochs than MITP): a target met against less is not met."""
     from mitp_bench.tasks import task_parts
 
     by = {s["name"]: s for s in summaries}
@@ -430,13 +435,16 @@ def verdicts(task: str, summaries: list[dict]) -> list[str]:
         margin = mitp["test_mean"] - mlp["test_mean"]
         lines.append(f"MITP vs the converged late-fusion MLP {mlp['test_mean']:.3f}: {margin:+.3f} "
                      f"({'met' if margin >= 0.01 else 'NOT met'}: 1 point or more)")  # fmt: skip
-        full = next((s for n, s in by.items() if n.startswith("full fine-tuning")), None)
-        if full is None:
-            lines.append("MITP vs full fine-tuning: not measured (its row did not run)")
-        else:
-            gap = mitp["test_mean"] - full["test_mean"]
-            lines.append(f"MITP vs full fine-tuning {full['test_mean']:.3f}: {gap:+.3f} "
-                         f"({'met' if gap >= -0.01 else 'NOT met'}: within 1 point or above)")  # fmt: skip
+    full = next((s for n, s in by.items() if n.startswith("full fine-tuning")), None)
+    if full is None:
+        lines.append("MITP vs full fine-tuning: not measured (its row did not run), so no target above is settled")
+    if any(n.startswith("LoRA") for n in by) and max(budget.lora_epochs) < max(budget.mitp_epochs):
+        lines.append(f"LoRA ran {max(budget.lora_epochs):g} epochs at most, MITP {max(budget.mitp_epochs):g}: "
+                     "not yet compared at equal epochs")  # fmt: skip
+    if full is not None and not kind.startswith("grid"):
+        gap = mitp["test_mean"] - full["test_mean"]
+        lines.append(f"MITP vs full fine-tuning {full['test_mean']:.3f}: {gap:+.3f} "
+                     f"({'met' if gap >= -0.01 else 'NOT met'}: within 1 point or above)")  # fmt: skip
     today = by.get(MITP_TODAY)
     if today is not None:
         loss = today["test_mean"] - mitp["test_mean"]
@@ -530,7 +538,7 @@ def main() -> None:
         if not any(s["name"] == MITP_BUDGET for s in summaries):
             continue
         table = markdown(backbone, task, summaries, task_parts(task)[0] == "multi_label")
-        checks = "\n".join(f"- {line}" for line in verdicts(task, summaries))
+        checks = "\n".join(f"- {line}" for line in verdicts(task, summaries, budget))
         sections.append(f"{table}\n\n{checks}")
         print(f"\n{table}\n\n{checks}\n", flush=True)
     if args.report_only:

@@ -96,6 +96,28 @@ def test_accuracy_study_quick_mode_runs_every_stage_and_resumes(tiny_backbone, t
     assert sum(line.startswith(("| zero-shot", "| late fusion")) for line in so_far.splitlines()) == 4
 
 
+def test_grid_verdicts_say_what_the_comparison_still_lacks():
+    """A grid target "met" against late fusion and a LoRA trained fewer epochs than MITP is not settled: the verdicts
+    say that full fine-tuning did not run and that the epochs differ; with both in place, neither caveat."""
+    accuracy = script_module("benchmarks/accuracy.py")
+
+    def row(name: str, test: float) -> dict:
+        return {"name": name, "test_mean": test}
+
+    summaries = [
+        row("late fusion, mlp head, 20 epochs", 0.575),
+        row("LoRA r=8", 0.576),
+        row(accuracy.MITP_BUDGET, 0.652),
+    ]
+    lines = accuracy.verdicts("grid_matching", summaries)
+    assert lines[0].endswith("(LoRA r=8) 0.576: +0.076 (met: 3 points or more)")
+    assert "full fine-tuning: not measured" in lines[1]
+    assert lines[2] == "LoRA ran 3 epochs at most, MITP 10: not yet compared at equal epochs"
+    even = accuracy.Budget(lora_epochs=(1.0, 3.0, 10.0))
+    settled = accuracy.verdicts("grid_matching", [*summaries, row("full fine-tuning + MITP's head", 0.6)], even)
+    assert len(settled) == 1 and settled[0].startswith("MITP 0.652 vs the best")
+
+
 def test_interaction_on_a_pretrained_text_tower_is_open_from_the_first_step(tiny_backbone):
     """On real MiniLM weights a fresh adapter's hub lets the image move every pooled text feature by 5e-3 or more,
     2e-2 for the median pair (the first joint hub: 1e-5). This backbone's ViT trained two steps; on the DINOv2
