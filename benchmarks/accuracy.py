@@ -64,6 +64,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "a prompt of its own per layer": {"layer_prompts": True},
 }
 """Screened against the budget row, with its options otherwise."""
+VARIANT_NAMES = tuple(f"MITP, {name}" for name in VARIANTS)
+"""The variants' rows as the tables name them (and as --confirm matches them)."""
 
 
 @dataclass(frozen=True)
@@ -305,16 +307,19 @@ def run_table(study: Study, backbone: str, task: str, rows: list[Row]) -> list[d
 def variant_rows(budget_row: dict, confirmed: tuple[str, ...] = ()) -> list[Row]:
     """MITP's variants at the setting the budget row picked: one seed each to screen, every seed for the variants
     whose names start with one of `confirmed` (a screened winner's claim needs the seeds the other rows have)."""
+    unmatched = [prefix for prefix in confirmed if not any(name.startswith(prefix) for name in VARIANT_NAMES)]
+    if unmatched:
+        raise SystemExit(f"--confirm {unmatched} names no variant; the variants are {list(VARIANT_NAMES)}")
     return [
         Row(
-            f"MITP, {name}",
+            row_name,
             "mitp",
             {"warm_start": True, **BUDGET, **options},
             (budget_row["learning_rate"],),
             (budget_row["epochs"],),
-            SEEDS if confirmed and name.startswith(confirmed) else (0,),
+            SEEDS if confirmed and row_name.startswith(confirmed) else (0,),
         )  # fmt: skip
-        for name, options in VARIANTS.items()
+        for row_name, options in zip(VARIANT_NAMES, VARIANTS.values(), strict=True)
     ]
 
 
@@ -494,7 +499,7 @@ def main() -> None:
         "--confirm",
         default="",
         help="run every seed for the variants whose names start with one of these (semicolons part them), "
-        "e.g. 'head reads the hub memory' once it won its screening",
+        "e.g. 'MITP, head reads the hub memory' once it won its screening (a name matching no variant is an error)",
     )
     parser.add_argument(
         "--report-only", action="store_true", help="tables of what the results file holds; run nothing"

@@ -120,12 +120,15 @@ def test_grid_verdicts_say_what_the_comparison_still_lacks():
 
 def test_confirmed_variants_get_every_seed_and_the_others_one():
     accuracy = script_module("benchmarks/accuracy.py")
-    rows = accuracy.variant_rows({"learning_rate": 1e-3, "epochs": 10.0}, ("head reads the hub memory",))
+    rows = accuracy.variant_rows({"learning_rate": 1e-3, "epochs": 10.0}, ("MITP, head reads the hub memory",))
     seeds = {row.name: row.seeds for row in rows}
     assert seeds.pop("MITP, head reads the hub memory") == accuracy.SEEDS == (0, 1, 2)
     assert seeds.pop(next(name for name in seeds if name.startswith("MITP, head reads the hub memory, "))) == (0, 1, 2)
     assert set(seeds.values()) == {(0,)} and len(seeds) == len(accuracy.VARIANTS) - 2
     assert all(row.rates == (1e-3,) and row.epochs == (10.0,) for row in rows)
+    # The name without the tables' "MITP, " (or any name no variant has) is an error, not a screening in silence.
+    with pytest.raises(SystemExit, match="names no variant"):
+        accuracy.variant_rows({"learning_rate": 1e-3, "epochs": 10.0}, ("head reads the hub memory",))
 
 
 def test_interaction_on_a_pretrained_text_tower_is_open_from_the_first_step(tiny_backbone):
