@@ -522,6 +522,10 @@ def main() -> None:
     sections = [f"Machine: {machine()}."]
     skipped = tuple(name for name in args.skip.split(";") if name)
     confirmed = tuple(name for name in args.confirm.split(";") if name)
+    names = {row.name for _, task in plan for row in baseline_rows(task_parts(task)[0], budget)} | set(VARIANT_NAMES)
+    unmatched = [prefix for prefix in skipped if not any(name.startswith(prefix) for name in names)]
+    if unmatched:
+        raise SystemExit(f"--skip {unmatched} names no row of this study; its rows are {sorted(names)}")
 
     def kept(rows: list[Row]) -> list[Row]:
         return [row for row in rows if not skipped or not row.name.startswith(skipped)]

@@ -161,3 +161,15 @@ def test_missing_modality_study_quick_mode_runs_and_reports_the_targets(tiny_bac
     unaware = {r["trainable"] for r in mitp if '"missing_modalities"' not in r["options"]}
     # The missing-aware adapter trains two prompts (8 x 384, MiniLM's width) and two placeholders (its pooled widths).
     assert aware == {unaware.pop() + 2 * 8 * 384 + 384 + 192} and not unaware
+
+
+def test_a_skip_naming_no_row_stops_the_study_before_it_runs(tmp_path):
+    """A misspelt --skip ('full finetuning') would otherwise run the row it meant to leave out, for hours."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--backbones", f"dino={tmp_path}",
+               "--tasks", "grid_matching", "--skip", "full finetuning", "--report-only",
+               "--results", str(tmp_path / "results.jsonl")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"))  # fmt: skip
+    assert done.returncode != 0
+    assert "--skip ['full finetuning'] names no row of this study" in done.stderr
+    assert "full fine-tuning + MITP's head" in done.stderr
