@@ -28,7 +28,7 @@ import platform
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any, Optional
@@ -283,13 +283,18 @@ def summarize(study: Study, backbone: str, task: str, row: Row) -> dict:
 
 
 def summarize_done(study: Study, backbone: str, task: str, rows: list[Row]) -> list[dict]:
-    """The rows whose every run is in the results file, in order (a stopped study's incomplete rows left out)."""
+    """The rows whose runs are in the results file, in order: a row with its first seeds done shows those (its seeds
+    column says how many, as for a screened variant), a row without its setting's first seed is left out."""
     summaries = []
     for row in rows:
-        try:
-            summaries.append(summarize(study, study.backbones[backbone], task, row))
-        except KeyError:
-            continue
+        for done in range(len(row.seeds), 0, -1):
+            try:
+                summaries.append(
+                    summarize(study, study.backbones[backbone], task, replace(row, seeds=row.seeds[:done]))
+                )
+                break
+            except KeyError:
+                continue
     return summaries
 
 
