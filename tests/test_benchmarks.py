@@ -173,3 +173,23 @@ def test_a_skip_naming_no_row_stops_the_study_before_it_runs(tmp_path):
     assert done.returncode != 0
     assert "--skip ['full finetuning'] names no row of this study" in done.stderr
     assert "full fine-tuning + MITP's head" in done.stderr
+
+
+def test_report_only_shows_the_seeds_a_row_has_done():
+    """A confirmed variant stopped after seed 1 is tabled with its two seeds (the seeds column says so), not dropped;
+    a row without its setting's first seed is not tabled at all."""
+    accuracy = script_module("benchmarks/accuracy.py")
+    study = accuracy.Study({"dino": "folder"}, Path("unused.jsonl"), workers=1)
+    row = accuracy.Row("MITP, M=16 prompts", "mitp", {"prompt_length": 16}, (1e-3,), (10.0,), (0, 1, 2))
+    for seed, test in ((0, 0.8), (1, 0.9)):
+        spec = accuracy.spec(study, "folder", "grid_matching", row, 1e-3, 10.0, seed)
+        study.done[spec.key] = {
+            "validation": {"accuracy": 0.7},
+            "test": {"accuracy": test},
+            "trainable": 5,
+            "seconds": 1,
+        }
+    (summary,) = accuracy.summarize_done(study, "dino", "grid_matching", [row])
+    assert len(summary["test"]) == 2 and summary["test_mean"] == pytest.approx(0.85)
+    del study.done[accuracy.spec(study, "folder", "grid_matching", row, 1e-3, 10.0, 0).key]
+    assert accuracy.summarize_done(study, "dino", "grid_matching", [row]) == []
