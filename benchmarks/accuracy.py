@@ -312,9 +312,6 @@ def run_table(study: Study, backbone: str, task: str, rows: list[Row]) -> list[d
 def variant_rows(budget_row: dict, confirmed: tuple[str, ...] = ()) -> list[Row]:
     """MITP's variants at the setting the budget row picked: one seed each to screen, every seed for the variants
     whose names start with one of `confirmed` (a screened winner's claim needs the seeds the other rows have)."""
-    unmatched = [prefix for prefix in confirmed if not any(name.startswith(prefix) for name in VARIANT_NAMES)]
-    if unmatched:
-        raise SystemExit(f"--confirm {unmatched} names no variant; the variants are {list(VARIANT_NAMES)}")
     return [
         Row(
             row_name,
@@ -484,6 +481,14 @@ def build(backbone: str) -> str:
     return str(preset_dir(backbone))
 
 
+def require_matches(flag: str, prefixes: tuple[str, ...], names: set[str], kind: str) -> None:
+    """Stop before anything runs when a name given to `flag` starts no row: a misspelt --skip would run the hours
+    it meant to leave out, a misspelt --confirm would screen its variant with one seed in silence."""
+    unmatched = [prefix for prefix in prefixes if not any(name.startswith(prefix) for name in names)]
+    if unmatched:
+        raise SystemExit(f"{flag} {unmatched} names no {kind}; the names are {sorted(names)}")
+
+
 def main() -> None:
     from mitp_bench.tasks import task_parts
 
@@ -527,10 +532,9 @@ def main() -> None:
     sections = [f"Machine: {machine()}."]
     skipped = tuple(name for name in args.skip.split(";") if name)
     confirmed = tuple(name for name in args.confirm.split(";") if name)
-    names = {row.name for _, task in plan for row in baseline_rows(task_parts(task)[0], budget)} | set(VARIANT_NAMES)
-    unmatched = [prefix for prefix in skipped if not any(name.startswith(prefix) for name in names)]
-    if unmatched:
-        raise SystemExit(f"--skip {unmatched} names no row of this study; its rows are {sorted(names)}")
+    rows_named = {row.name for _, task in plan for row in baseline_rows(task_parts(task)[0], budget)}
+    require_matches("--skip", skipped, rows_named | set(VARIANT_NAMES), "row of this study")
+    require_matches("--confirm", confirmed, set(VARIANT_NAMES), "variant")
 
     def kept(rows: list[Row]) -> list[Row]:
         return [row for row in rows if not skipped or not row.name.startswith(skipped)]
