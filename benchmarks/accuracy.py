@@ -512,7 +512,9 @@ def main() -> None:
         "e.g. 'MITP, head reads the hub memory' once it won its screening (a name matching no variant is an error)",
     )
     parser.add_argument(
-        "--report-only", action="store_true", help="tables of what the results file holds; run nothing"
+        "--report-only",
+        action="store_true",
+        help="tables of what the results file holds (every seed a variant has, without --confirm); run nothing",
     )
     args = parser.parse_args()
 
@@ -536,6 +538,10 @@ def main() -> None:
     require_matches("--skip", skipped, rows_named | set(VARIANT_NAMES), "row of this study")
     require_matches("--confirm", confirmed, set(VARIANT_NAMES), "variant")
 
+    # --report-only tables every seed the results file holds for each variant, confirmed in this call or not: a
+    # table of a confirmed variant must not fall back to its one screening seed because --confirm was not repeated.
+    tabled_seeds = tuple(VARIANT_NAMES) if args.report_only else confirmed
+
     def kept(rows: list[Row]) -> list[Row]:
         return [row for row in rows if not skipped or not row.name.startswith(skipped)]
 
@@ -548,7 +554,7 @@ def main() -> None:
         if budget.variants and task in SCREENED and tables[backbone, task][-1:] and \
                 tables[backbone, task][-1]["name"] == MITP_BUDGET:  # fmt: skip
             tables[backbone, task] += measure(
-                study, backbone, task, kept(variant_rows(tables[backbone, task][-1], confirmed))
+                study, backbone, task, kept(variant_rows(tables[backbone, task][-1], tabled_seeds))
             )
     sections.append(summary(tables))
     print(f"\n{sections[-1]}\n", flush=True)
