@@ -540,7 +540,7 @@ def main() -> None:
 
     # --report-only tables every seed the results file holds for each variant, confirmed in this call or not: a
     # table of a confirmed variant must not fall back to its one screening seed because --confirm was not repeated.
-    tabled_seeds = tuple(VARIANT_NAMES) if args.report_only else confirmed
+    every_seed_of = tuple(VARIANT_NAMES) if args.report_only else confirmed
 
     def kept(rows: list[Row]) -> list[Row]:
         return [row for row in rows if not skipped or not row.name.startswith(skipped)]
@@ -554,7 +554,7 @@ def main() -> None:
         if budget.variants and task in SCREENED and tables[backbone, task][-1:] and \
                 tables[backbone, task][-1]["name"] == MITP_BUDGET:  # fmt: skip
             tables[backbone, task] += measure(
-                study, backbone, task, kept(variant_rows(tables[backbone, task][-1], tabled_seeds))
+                study, backbone, task, kept(variant_rows(tables[backbone, task][-1], every_seed_of))
             )
     sections.append(summary(tables))
     print(f"\n{sections[-1]}\n", flush=True)
