@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU check (benchmarks/gpu_check.py): on a machine with one NVIDIA GPU, from the repository root, in under
-# 8 minutes on a Hopper card. Writes gpu_check.json and gpu_check.md to OUTPUT_DIR (default .cache/gpu_check).
+# The GPU check (benchmarks/gpu_check.py): on a machine with one NVIDIA GPU, from the repository root, in about
+# 9 to 10 minutes on an H200 (estimated from its first run). Writes gpu_check.json and gpu_check.md to OUTPUT_DIR
+# (default .cache/gpu_check).
 #   bash benchmarks/gpu_check.sh [OUTPUT_DIR]
-# $PYTHON (default python3) must hold torch with CUDA, transformers>=5, peft 0.21, accelerate, safetensors,
+# $PYTHON (default python3) must hold torch with CUDA, transformers>=5, peft 0.21, accelerate, datasets, safetensors,
 # huggingface_hub and pytest; the package itself is used from this checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."

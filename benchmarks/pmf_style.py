@@ -1,7 +1,8 @@
 """A PMF-style baseline for cost comparison only (Li et al., CVPR 2023, "Efficient Multimodal Fusion via Interactive
 Prompting"): prompts on the top K layers of both towers, and each fusion layer run twice, once with query prompts
 that read one modality and once with context prompts plus the other modality's mapped queries. One head per
-modality, logits averaged. Not a faithful PMF for accuracy; its compute and memory pattern is PMF's.
+modality, logits averaged. Not a faithful PMF for accuracy; its compute and memory pattern is PMF's. Its prompts,
+mappings and heads stay in float32 on a bf16 backbone, as MITP's adapter does, cast where they meet the towers.
 """
 
 from __future__ import annotations
@@ -49,15 +50,20 @@ class PMFStyle(nn.Module):
             q_t = self._run(text, layer_t, u_t, [self.query_text[k]], masks[text][1], batch)[:, -m:]
             q_v = self._run(vision, layer_v, u_v, [self.query_vision[k]], masks[vision][1], batch)[:, -m:]
             # Fusion pass: the same layers again, with context prompts and the other modality's mapped queries.
-            fused_t = [self.context_text[k], self.vision_to_text[k](q_v)]
-            fused_v = [self.context_vision[k], self.text_to_vision[k](q_t)]
+            fused_t = [self.context_text[k], _linear(self.vision_to_text[k], q_v)]
+            fused_v = [self.context_vision[k], _linear(self.text_to_vision[k], q_t)]
             hidden[text] = self._run(text, layer_t, u_t, fused_t, masks[text][2], batch)[:, : u_t.shape[1]]
             hidden[vision] = self._run(vision, layer_v, u_v, fused_v, masks[vision][2], batch)[:, : u_v.shape[1]]
         pooled_t = text.pool(states[text], hidden[text])
         pooled_v = vision.pool(states[vision], hidden[vision])
-        return (self.head_text(pooled_t) + self.head_vision(pooled_v)) / 2
+        return (_linear(self.head_text, pooled_t) + _linear(self.head_vision, pooled_v)) / 2
 
     @staticmethod
     def _run(tower, layer, tokens, prompts, mask, batch) -> torch.Tensor:
-        prompts = [p.expand(batch, -1, -1) if p.dim() == 2 else p for p in prompts]
+        prompts = [(p.expand(batch, -1, -1) if p.dim() == 2 else p).to(tokens.dtype) for p in prompts]
         return tower.run_layer(layer, torch.cat([tokens, *prompts], dim=1), mask)
+
+
+def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A float32 trainable layer on a (maybe bf16) tower's states."""
+    return layer(x.to(layer.weight.dtype))

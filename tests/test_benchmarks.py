@@ -27,8 +27,10 @@ def test_the_gpu_check_runs_end_to_end_in_smoke_mode(tmp_path):
     assert [step["step"] for step in report["steps"]] == ["device tests", "efficiency tiny", "serving"]
     assert all(step["ok"] for step in report["steps"]) and "1 passed" in report["steps"][0]["output"]
 
-    rows = {r["method"]: r for r in json.loads((tmp_path / "efficiency_tiny.json").read_text())["rows"]}
-    assert set(rows) == {"frozen", "mitp", "lora", "full_ft"}
+    measured = json.loads((tmp_path / "efficiency_tiny.json").read_text())
+    rows = {r["method"]: r for r in measured["rows"]}
+    assert set(rows) == {"frozen", "mitp", "lora", "full_ft"} and measured["failed"] == {}
+    assert "bfloat16" in measured["title"]  # the GPU's dtype: float32 heads on a bf16 backbone must work
     efficiency = script_module("benchmarks/efficiency.py")
     mitp = get_peft_model(efficiency.build_backbone("tiny"), MITPConfig(num_labels=efficiency.NUM_LABELS))
     assert rows["mitp"]["trainable_params"] == mitp.get_nb_trainable_parameters()[0]
@@ -44,6 +46,25 @@ def test_the_gpu_check_runs_end_to_end_in_smoke_mode(tmp_path):
     for line in ("MITP training throughput >= 1.5x lora's", "| one adapter per pair | 4 |",
                  "| every adapter on every pair | 16 |"):  # fmt: skip
         assert line in table, line
+
+
+def test_efficiency_reports_a_failing_method_and_still_measures_the_others(monkeypatch):
+    """One method's failure (on the GPU: a dtype clash in a baseline) must not cost the rows measured beside it."""
+    efficiency = script_module("benchmarks/efficiency.py")
+
+    def worker(command, **kwargs):
+        method = command[command.index("--worker") + 1]
+        if method == "lora":
+            return subprocess.CompletedProcess(command, 1, "", "RuntimeError: mat1 and mat2 must have the same dtype")
+        row = dict(method=method, train_s=3.0 if method == "mitp" else 1.0, infer_s=1.0, peak_bytes=10)
+        return subprocess.CompletedProcess(command, 0, json.dumps(row) + "\n", "")
+
+    monkeypatch.setattr(efficiency.subprocess, "run", worker)
+    rows, failed = efficiency.run_all("tiny", 4, 1, "cpu", "bfloat16", ["frozen", "lora", "mitp"], "inductor")
+    assert [r["method"] for r in rows] == ["frozen", "mitp"] and rows[1]["train_ratio"] == 3.0
+    assert list(failed) == ["lora"] and "same dtype" in failed["lora"]
+    with pytest.raises(RuntimeError, match="frozen reference failed"):
+        efficiency.run_all("tiny", 4, 1, "cpu", "bfloat16", ["lora"], "inductor")
 
 
 def study_command(script: str, backbone: Path, results: Path, report: Path) -> list[str]:

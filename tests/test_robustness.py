@@ -178,9 +178,11 @@ def test_a_training_step_reads_nothing_back_from_the_device(inputs, device):
         pytest.skip("host syncs are a property of accelerators: run with MITP_TEST_DEVICE=cuda (the GPU check)")
     model = mitp(tiny_clip().to(device))
     inputs, labels = on(device, inputs), LABELS.to(device)
+    # Made before the check starts: a device tensor built from a Python number is a host-to-device copy that syncs.
+    num_items = torch.tensor(3, device=device)
     model(**inputs, labels=labels)  # warm-up: lazy initializations may sync once
     torch.cuda.set_sync_debug_mode("error")
     try:
-        model(**inputs, labels=labels, num_items_in_batch=torch.tensor(3, device=device)).loss.backward()
+        model(**inputs, labels=labels, num_items_in_batch=num_items).loss.backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
