@@ -55,17 +55,25 @@ def distinct_states(towers: TowerPair, inputs: dict, taken_at: tuple[int, int]) 
     states = {}
     for tower, first, name in zip(towers, taken_at, (CACHED_TEXT_STATES, CACHED_VISION_STATES), strict=True):
         keys = [key for key in tower.input_names if torch.is_tensor(inputs.get(key)) and len(inputs[key]) == batch]
-        rows = torch.cat([_as_integers(inputs[key].reshape(batch, -1)) for key in keys], dim=1)
-        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
-        count = int(inverse.max()) + 1
-        order = torch.arange(batch, device=inverse.device)
-        representative = torch.full((count,), batch, device=inverse.device).scatter_reduce(0, inverse, order, "amin")
+        rows = torch.cat([as_integers(inputs[key].reshape(batch, -1)) for key in keys], dim=1)
+        representative, inverse = distinct_rows(rows)
         distinct = {key: value[representative] if key in keys else value for key, value in inputs.items()}
         states[name] = tower_states(tower, distinct, first)[inverse]
     return states
 
 
-def _as_integers(values: torch.Tensor) -> torch.Tensor:
+def distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first row of each group of equal rows, and each row's group (`rows[representative][inverse] == rows`).
+    Its own function so that benchmarks/serving.py can time it: on a GPU, `torch.unique(dim=0)` over an image's
+    150,528 values per row is the suspected cost of mixed batches."""
+    _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    count = int(inverse.max()) + 1
+    order = torch.arange(len(rows), device=rows.device)
+    representative = torch.full((count,), len(rows), device=rows.device).scatter_reduce(0, inverse, order, "amin")
+    return representative, inverse
+
+
+def as_integers(values: torch.Tensor) -> torch.Tensor:
     """The values' bits as int64, so that equal rows compare equal exactly (floats included)."""
     if values.is_floating_point():
         values = values.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[values.element_size()])
