@@ -1,5 +1,5 @@
-"""The GPU check: one command on a machine with one NVIDIA GPU (about 9 to 10 minutes on an H200, estimated from its
-first run), one JSON and one Markdown table of what only a GPU can show.
+"""The GPU check: one command on a machine with one NVIDIA GPU (about 11 minutes on an H200, estimated from its first
+run; `--parts` splits it into shorter calls), one JSON and one Markdown table of what only a GPU can show.
 
     bash benchmarks/gpu_check.sh              # on the GPU machine, from the repository root (writes .cache/gpu_check/)
     python benchmarks/gpu_check.py --smoke    # the same steps on tiny sizes on the CPU, in seconds (CI runs this)
@@ -62,22 +62,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks the script itself")
     parser.add_argument("--output", type=Path, default=ROOT / ".cache" / "gpu_check")
+    parser.add_argument(
+        "--parts",
+        help="comma-separated steps to run of: tests, each efficiency size (b16, l14; tiny with --smoke), serving "
+        "(default: all). A whole run takes about 11 minutes on an H200; a lease whose calls are shorter runs it in "
+        "two, e.g. 'tests,b16,serving' then 'l14', each with its own --output.",
+    )
     args = parser.parse_args()
     plan = SMOKE if args.smoke else FULL
+    every_part = ["tests", *plan["sizes"], "serving"]
+    parts = args.parts.split(",") if args.parts else every_part
+    if set(parts) - set(every_part):
+        parser.error(f"unknown parts {sorted(set(parts) - set(every_part))}; choose from {', '.join(every_part)}")
     device = "cpu" if args.smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("No CUDA device here: run the GPU check on a machine with an NVIDIA GPU, or --smoke.")
     args.output.mkdir(parents=True, exist_ok=True)
     python = sys.executable
-    steps = [
-        run(
-            "device tests",
-            [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *DEVICE_TESTS, "-k", plan["tests"]],
-            env={"MITP_TEST_DEVICE": device, "HF_HUB_OFFLINE": "1"},
-        )
-    ]
+    steps = []
+    if "tests" in parts:
+        command = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *DEVICE_TESTS, "-k", plan["tests"]]
+        steps.append(run("device tests", command, env={"MITP_TEST_DEVICE": device, "HF_HUB_OFFLINE": "1"}))
     tables = {}
-    for size in plan["sizes"]:
+    for size in (size for size in plan["sizes"] if size in parts):
         rows = args.output / f"efficiency_{size}.json"
         command = [python, str(HERE / "efficiency.py"), "--size", size, "--batch", str(plan["batch"])]
         command += ["--steps", str(plan["steps"]), "--device", device, "--dtype", plan["dtype"]]
@@ -91,12 +98,22 @@ def main() -> None:
                 + [f"- {method}: FAILED (its error is in gpu_check.json)" for method in measured["failed"]]
             )
     serving = args.output / "serving.json"
-    command = [python, str(HERE / "serving.py"), "--size", plan["serving_size"], "--batch", str(plan["batch"])]
-    command += ["--steps", str(plan["steps"]), "--device", device, "--dtype", plan["dtype"], "--json", str(serving)]
-    steps.append(run("serving", command))
-    if serving.is_file():
-        measured = json.loads(serving.read_text())
-        tables["serving"] = serving_benchmark.markdown(measured, measured["machine"])
+    if "serving" in parts:
+        command = [python, str(HERE / "serving.py"), "--size", plan["serving_size"], "--batch", str(plan["batch"])]
+        command += [
+            "--steps",
+            str(plan["steps"]),
+            "--device",
+            device,
+            "--dtype",
+            plan["dtype"],
+            "--json",
+            str(serving),
+        ]
+        steps.append(run("serving", command))
+        if serving.is_file():
+            measured = json.loads(serving.read_text())
+            tables["serving"] = serving_benchmark.markdown(measured, measured["machine"])
 
     machine = torch.cuda.get_device_name() if device == "cuda" else f"{platform.machine()} CPU"
     report = {

@@ -48,6 +48,20 @@ def test_the_gpu_check_runs_end_to_end_in_smoke_mode(tmp_path):
         assert line in table, line
 
 
+@pytest.mark.slow
+def test_the_gpu_check_runs_only_the_parts_asked_for(tmp_path):
+    """A GPU lease whose calls are short runs the check in parts: only those run, and a misspelt part is refused."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--output", str(tmp_path)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    done = subprocess.run([*command, "--parts", "serving"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [step["step"] for step in report["steps"]] == ["serving"]
+    assert "## serving" in (tmp_path / "gpu_check.md").read_text()
+    refused = subprocess.run([*command, "--parts", "tests,l14"], capture_output=True, text=True, timeout=60, env=env)
+    assert refused.returncode == 2 and "unknown parts ['l14']" in refused.stderr
+
+
 def test_efficiency_reports_a_failing_method_and_still_measures_the_others(monkeypatch):
     """One method's failure (on the GPU: a dtype clash in a baseline) must not cost the rows measured beside it."""
     efficiency = script_module("benchmarks/efficiency.py")
