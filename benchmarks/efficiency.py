@@ -121,7 +121,6 @@ def build_method(method: str, size: str, device: str, dtype: torch.dtype, batch:
     from pmf_style import PMFStyle
 
     from mitp_peft import MITPConfig
-    from mitp_peft.extraction import extract_states
 
     torch.manual_seed(0)
     backbone = build_backbone(size).to(device, dtype)
@@ -141,6 +140,8 @@ def build_method(method: str, size: str, device: str, dtype: torch.dtype, batch:
         backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model = get_peft_model(backbone, MITPConfig(num_labels=NUM_LABELS))
     if method == "mitp_cached":
+        from mitp_peft.extraction import extract_states  # imports datasets, which only this row needs
+
         states = extract_states(model, batch)
         batch = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **states)
     return model, batch
