@@ -206,7 +206,7 @@ def worker(
 
 def run_all(
     size: str, batch: int, steps: int, device: str, dtype: str, methods: list[str], compile_backend: str
-) -> list[dict]:
+) -> tuple[list[dict], dict[str, str]]:
     """Each method in its own process; one that fails is reported (its error's end) and the others still run."""
     rows, failed = [], {}
     for method in methods:

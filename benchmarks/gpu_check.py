@@ -100,16 +100,8 @@ def main() -> None:
     serving = args.output / "serving.json"
     if "serving" in parts:
         command = [python, str(HERE / "serving.py"), "--size", plan["serving_size"], "--batch", str(plan["batch"])]
-        command += [
-            "--steps",
-            str(plan["steps"]),
-            "--device",
-            device,
-            "--dtype",
-            plan["dtype"],
-            "--json",
-            str(serving),
-        ]
+        command += ["--steps", str(plan["steps"]), "--device", device, "--dtype", plan["dtype"]]
+        command += ["--json", str(serving)]
         steps.append(run("serving", command))
         if serving.is_file():
             measured = json.loads(serving.read_text())

@@ -58,10 +58,7 @@ def distinct_rows_by_fingerprint(rows: torch.Tensor) -> tuple[torch.Tensor, torc
     (`torch.unique` over 2 columns rather than over every value of an image), then checked bit for bit; the package
     keeps `torch.unique` over whole rows until a GPU run shows which is faster."""
     probe = torch.rand(rows.shape[1], 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    _, inverse = torch.unique(rows.to(torch.float64) @ probe.to(rows.device), dim=0, return_inverse=True)
-    order = torch.arange(len(rows), device=rows.device)
-    count = int(inverse.max()) + 1
-    representative = torch.full((count,), len(rows), device=rows.device).scatter_reduce(0, inverse, order, "amin")
+    representative, inverse = distinct_rows(rows.to(torch.float64) @ probe.to(rows.device))
     if not torch.equal(rows[representative][inverse], rows):  # two different rows with one fingerprint
         return distinct_rows(rows)
     return representative, inverse
