@@ -15,6 +15,7 @@ warm-up call, both sides of a ratio measured in the same run. Two ways a service
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -57,11 +58,16 @@ def distinct_rows_by_fingerprint(rows: torch.Tensor) -> tuple[torch.Tensor, torc
     """A candidate for `distinct_rows`, timed beside it: rows grouped by two fixed random projections of their bits
     (`torch.unique` over 2 columns rather than over every value of an image), then checked bit for bit; the package
     keeps `torch.unique` over whole rows until a GPU run shows which is faster."""
-    probe = torch.rand(rows.shape[1], 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    representative, inverse = distinct_rows(rows.to(torch.float64) @ probe.to(rows.device))
+    representative, inverse = distinct_rows(rows.to(torch.float64) @ _probe(rows.shape[1], rows.device))
     if not torch.equal(rows[representative][inverse], rows):  # two different rows with one fingerprint
         return distinct_rows(rows)
     return representative, inverse
+
+
+@functools.cache
+def _probe(width: int, device: torch.device) -> torch.Tensor:
+    """The fingerprint's projections, made once per width and device: outside the timed grouping."""
+    return torch.rand(width, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(device)
 
 
 def measure(size: str, batch: int, count: int, steps: int, device: str, dtype: str) -> dict:
