@@ -163,6 +163,19 @@ def test_confirmed_variants_get_every_seed_and_the_others_one():
     assert all(row.rates == (1e-3,) and row.epochs == (10.0,) for row in rows)
 
 
+def test_default_candidates_get_every_seed_on_every_table_and_alone_where_variants_are_not_screened():
+    accuracy = script_module("benchmarks/accuracy.py")
+    budget_row = {"learning_rate": 1e-4, "epochs": 10.0}
+    screened = {row.name: row.seeds for row in accuracy.variant_rows(budget_row)}
+    candidates = [name for name in screened if name.startswith(accuracy.CANDIDATES)]
+    assert len(candidates) == len(accuracy.CANDIDATES) == 1
+    assert all(screened[name] == accuracy.SEEDS for name in candidates)
+    assert sum(seeds == (0,) for seeds in screened.values()) == len(accuracy.VARIANTS) - 1
+    alone = accuracy.variant_rows(budget_row, screened=False)
+    assert [row.name for row in alone] == candidates and alone[0].seeds == accuracy.SEEDS
+    assert alone[0].options == {"warm_start": True, "head_uses_memory": True, "head_hidden_size": 128}
+
+
 def test_interaction_on_a_pretrained_text_tower_is_open_from_the_first_step(tiny_backbone):
     """On real MiniLM weights a fresh adapter's hub lets the image move every pooled text feature by 5e-3 or more,
     2e-2 for the median pair (the first joint hub: 1e-5). This backbone's ViT trained two steps; on the DINOv2
