@@ -150,7 +150,26 @@ def test_grid_verdicts_say_what_the_comparison_still_lacks():
     assert lines[2] == "LoRA ran 3 epochs at most, MITP 10: not yet compared at equal epochs"
     even = accuracy.Budget(lora_epochs=(1.0, 3.0, 10.0))
     settled = accuracy.verdicts("grid_matching", [*summaries, row("full fine-tuning + MITP's head", 0.6)], even)
-    assert len(settled) == 1 and settled[0].startswith("MITP 0.652 vs the best")
+    assert len(settled) == 2 and settled[0].startswith("MITP 0.652 vs the best")
+    assert settled[1] == "the 2.0M budget against today's widths: not measured (their row did not run)"
+
+
+def test_verdicts_hold_each_default_candidate_to_todays_widths_and_to_the_defaults():
+    """The issue's rule for a default within the budget: no task loses more than half a point against today's
+    (3.2M) widths. The defaults and each candidate are held to it, and the candidate's change against the defaults
+    is shown."""
+    accuracy = script_module("benchmarks/accuracy.py")
+    candidate = next(name for name in accuracy.VARIANT_NAMES if name.startswith(accuracy.CANDIDATES))
+    summaries = [
+        {"name": "late fusion, mlp head, 20 epochs", "test_mean": 0.910},
+        {"name": accuracy.MITP_TODAY, "test_mean": 0.929},
+        {"name": accuracy.MITP_BUDGET, "test_mean": 0.910},
+        {"name": candidate, "test_mean": 0.925},
+    ]
+    lines = accuracy.verdicts("matching", summaries, accuracy.Budget(lora_epochs=(10.0,)))
+    assert "the 2.0M budget against today's widths 0.929: -0.019 (NOT met: losing 0.5 point at most)" in lines
+    assert f"{candidate} against today's widths 0.929: -0.004 (met: losing 0.5 point at most)" in lines
+    assert lines[-1] == f"{candidate} against the defaults: +0.015"
 
 
 def test_confirmed_variants_get_every_seed_and_the_others_one():
