@@ -287,11 +287,23 @@ def summarize(study: Study, backbone: str, task: str, row: Row) -> dict:
     return summary
 
 
+def screened_so_far(study: Study, path: str, task: str, row: Row) -> Row:
+    """The row restricted to the rates its first seed has run at its first epochs, its name saying which are missing
+    (a row given a rate more, as a default candidate was, would otherwise vanish from the tables until it ran)."""
+    rates = tuple(rate for rate in row.rates
+                  if spec(study, path, task, row, rate, row.epochs[0], row.seeds[0]).key in study.done)  # fmt: skip
+    if not rates or rates == row.rates:
+        return row
+    missing = ", ".join(f"{rate:g}" for rate in row.rates if rate not in rates)
+    return replace(row, name=f"{row.name} (not yet screened at {missing})", rates=rates)
+
+
 def summarize_done(study: Study, backbone: str, task: str, rows: list[Row]) -> list[dict]:
     """The rows whose runs are in the results file, in order: a row with its first seeds done shows those (its seeds
-    column says how many, as for a screened variant), a row without its setting's first seed is left out."""
+    column says how many, as for a screened variant), one with some of its rates not yet screened is picked among
+    those it ran (`screened_so_far`), a row without its setting's first seed is left out."""
     summaries = []
-    for row in rows:
+    for row in (screened_so_far(study, study.backbones[backbone], task, row) for row in rows):
         for done in range(len(row.seeds), 0, -1):
             try:
                 summaries.append(

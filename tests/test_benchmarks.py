@@ -276,6 +276,26 @@ def test_report_only_shows_the_seeds_a_row_has_done():
     assert accuracy.summarize_done(study, "dino", "grid_matching", [row]) == []
 
 
+def test_report_only_tables_a_row_with_a_rate_not_yet_screened_and_says_so():
+    """A default candidate given a second rate after it ran at one: tabled from the rate it ran, its name saying
+    which rate it lacks, not dropped; once both ran, picked between them on validation under its own name."""
+    accuracy = script_module("benchmarks/accuracy.py")
+    study = accuracy.Study({"dino": "folder"}, Path("unused.jsonl"), workers=1)
+    row = accuracy.Row("MITP, candidate", "mitp", {}, (1e-4, 1e-3), (10.0,), (0,))
+
+    def record(rate: float, validation: float, test: float) -> None:
+        key = accuracy.spec(study, "folder", "grid_matching", row, rate, 10.0, 0).key
+        study.done[key] = {"validation": {"accuracy": validation}, "test": {"accuracy": test}, "trainable": 5,
+                           "seconds": 1}  # fmt: skip
+
+    record(1e-3, 0.7, 0.8)
+    (partial,) = accuracy.summarize_done(study, "dino", "grid_matching", [row])
+    assert partial["name"] == "MITP, candidate (not yet screened at 0.0001)" and partial["test_mean"] == 0.8
+    record(1e-4, 0.9, 0.6)
+    (whole,) = accuracy.summarize_done(study, "dino", "grid_matching", [row])
+    assert whole["name"] == "MITP, candidate" and whole["learning_rate"] == 1e-4 and whole["test_mean"] == 0.6
+
+
 def scores_without_training(spec) -> dict:
     """A run's result by its seed alone, so a study's bookkeeping runs in seconds (module level: the workers get it
     by name)."""
