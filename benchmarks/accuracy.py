@@ -106,8 +106,8 @@ SCREENED = ("grid_locating", "grid_matching", "either_or")
 """Where MITP's variants are screened, right after each of these tables."""
 CANDIDATES = ("MITP, head reads the hub memory, head a third",)
 """The variants that may become the default: every seed on every table (a new default may lose no more than half
-a point on any task). M=16 prompts, the other within-budget winner of grid matching, is not one: a seed in three
-fell 14 points there (0.731) and its twice-longer prompts double a run's time."""
+a point on any task against today's widths). M=16 prompts, the other within-budget winner of grid matching, is not
+one: a seed in three fell 14 points there (0.731) and its twice-longer prompts double a run's time."""
 MITP_TODAY = "MITP, today's widths (3.2M on L/14)"
 MITP_BUDGET = "MITP (defaults: 2.0M on L/14)"
 
