@@ -46,6 +46,23 @@ def test_save_writes_only_the_adapter_and_reload_is_bit_identical(tmp_path, inpu
     assert not trainable_names(again)
 
 
+def test_an_adapter_saved_with_the_previous_defaults_loads_as_it_was_saved(tmp_path, inputs):
+    """0.4 changed two defaults (the head reads the hub memory, a third of the text width). A 0.3 adapter's config
+    names both as they were, and loading it must keep them, not take today's defaults (shape errors or another
+    model)."""
+    model = trained(tiny_clip(), head_uses_memory=False, head_hidden_size=16)
+    expected = model(**inputs).logits
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert (config["head_uses_memory"], config["head_hidden_size"]) == (False, 16)
+    again = PeftModel.from_pretrained(tiny_clip(), tmp_path)
+    loaded = again.peft_config["default"]
+    assert (loaded.head_uses_memory, loaded.head_hidden_size) == (False, 16)
+    assert torch.equal(again(**inputs).logits, expected)
+    fresh = get_peft_model(tiny_clip(), MITPConfig(num_labels=3)).peft_config["default"]
+    assert fresh.head_uses_memory and fresh.head_hidden_size != 16  # today's defaults differ in both
+
+
 def test_peft_status_reports_know_mitp():
     model = get_peft_model(tiny_clip(), MITPConfig(num_labels=3))
     status = model.get_model_status()

@@ -35,7 +35,7 @@ def adapter_parts(model) -> dict[str, int]:
 
 
 def test_l14_with_a_linear_head_and_wide_translators_trains_the_papers_2025061_parameters(capsys):
-    model = l14_with_mitp(head="linear", translator_hidden_size=512)
+    model = l14_with_mitp(head="linear", translator_hidden_size=512, head_uses_memory=False)
     model.print_trainable_parameters()
     assert "trainable params: 2,025,061 || all params: 429,641,574 || trainable%: 0.4713" in capsys.readouterr().out
     config = model.peft_config["default"]
@@ -50,23 +50,25 @@ def test_l14_with_a_linear_head_and_wide_translators_trains_the_papers_2025061_p
 
 def test_l14_defaults_are_the_papers_budget(capsys):
     """About 2M trainable (the paper's 2.0M): translators 768 <-> 256 <-> 1024, and the MLP head reads both pooled
-    features and the 768-wide agreement product: 2560 -> 384 -> 101."""
+    features, the 768-wide agreement product and the hub memory (768 + 1024): 4352 -> 256 -> 101."""
     model = l14_with_mitp()
     model.print_trainable_parameters()
-    assert "trainable params: 1,948,261 || all params: 429,564,774 || trainable%: 0.4535" in capsys.readouterr().out
+    assert "trainable params: 2,066,277 || all params: 429,682,790 || trainable%: 0.4809" in capsys.readouterr().out
     assert 1_900_000 <= sum(adapter_parts(model).values()) <= 2_100_000
     assert adapter_parts(model) == {
         "prompt": 6_144,
         "text_to_vision": 768 * 256 + 256 + 256 * 1024 + 1024,
         "vision_to_text": 1024 * 256 + 256 + 256 * 768 + 768,
-        "head": (1024 + 768 + 768) * 384 + 384 + 384 * 101 + 101,
+        "head": (1024 + 768 + 768 + 768 + 1024) * 256 + 256 + 256 * 101 + 101,
     }
-    wide = l14_with_mitp(translator_hidden_size=512, head_hidden_size=512)  # the widths before the budget
+    previous = l14_with_mitp(head_uses_memory=False, head_hidden_size=384)  # the defaults of 0.3
+    assert previous.get_nb_trainable_parameters()[0] == 1_948_261
+    wide = l14_with_mitp(translator_hidden_size=512, head_hidden_size=512, head_uses_memory=False)  # of 0.2
     assert wide.get_nb_trainable_parameters()[0] == 3_207_013
 
 
 def test_l14_adapter_file_with_a_linear_head_is_about_8_mb(tmp_path):
-    model = l14_with_mitp(head="linear", translator_hidden_size=512)
+    model = l14_with_mitp(head="linear", translator_hidden_size=512, head_uses_memory=False)
     model.base_model.mitp_adapters.to_empty(device="cpu")
     model.save_pretrained(tmp_path)
     path = tmp_path / "adapter_model.safetensors"
@@ -79,17 +81,18 @@ def test_budget_table_script():
     budget = script_module("benchmarks/budget.py")
 
     rows = {name: budget.budget_row(name, 101) for name in ("CLIP ViT-L/14", "ViT-B/16 + BERT-base (PMF)")}
-    assert rows["CLIP ViT-L/14"]["trainable_params"] == 1_948_261
-    assert rows["CLIP ViT-L/14"]["other_heads"]["linear"] == 1_107_045
+    assert rows["CLIP ViT-L/14"]["trainable_params"] == 2_066_277
+    assert rows["CLIP ViT-L/14"]["other_heads"]["linear"] == 1_288_037
     assert rows["CLIP ViT-L/14"]["backbone_params"] == 427_616_513
     assert rows["CLIP ViT-L/14"]["vision_layers"] == [20, 21, 22, 23]
-    # ViT-B + BERT-base: 8 x 768 prompt, two 768 <-> 256 translators, head on two 768-wide poolers.
+    # ViT-B + BERT-base: 8 x 768 prompt, two 768 <-> 256 translators, head on two 768-wide poolers and the hub
+    # memory (768 + 768).
     shared = 8 * 768 + 2 * (768 * 256 + 256 + 256 * 768 + 768)
-    assert rows["ViT-B/16 + BERT-base (PMF)"]["other_heads"]["linear"] == shared + (768 + 768) * 101 + 101
-    mlp = (768 + 768 + 512) * 384 + 384 + 384 * 101 + 101  # the dual encoder's projections are 512 wide
+    assert rows["ViT-B/16 + BERT-base (PMF)"]["other_heads"]["linear"] == shared + (768 + 768 + 1536) * 101 + 101
+    mlp = (768 + 768 + 512 + 1536) * 256 + 256 + 256 * 101 + 101  # the dual encoder's projections are 512 wide
     assert rows["ViT-B/16 + BERT-base (PMF)"]["trainable_params"] == shared + mlp
     table = budget.markdown(list(rows.values()), 101)
     assert (
-        "| CLIP ViT-L/14 | 427.6M | [8, 9, 10, 11] / [20, 21, 22, 23] | 1,948,261 | 0.46% | 7.8 MB | 1,107,045 "
-        "| 1,184,613 | 1,107,146 |" in table
+        "| CLIP ViT-L/14 | 427.6M | [8, 9, 10, 11] / [20, 21, 22, 23] | 2,066,277 | 0.48% | 8.3 MB | 1,288,037 "
+        "| 1,365,605 | 1,288,138 |" in table
     )

@@ -13,7 +13,7 @@ def test_defaults_follow_method():
     assert config.peft_type == "MITP" and config.peft_type is MITP_PEFT_TYPE
     assert config.peft_type.value == "MITP"
     assert (config.prompt_length, config.translator_hidden_size, config.temperature) == (8, None, 0.1)
-    assert (config.hub_attention, config.memory_decay, config.head_uses_memory) == ("gated", 0.0, False)
+    assert (config.hub_attention, config.memory_decay, config.head_uses_memory) == ("gated", 0.0, True)
     assert (config.head, config.head_hidden_size, config.layer_prompts, config.zero_shot_template) == (
         "mlp",
         None,
@@ -23,8 +23,8 @@ def test_defaults_follow_method():
     assert config.problem_type == "single_label_classification"
     resolve_layers(config, 12, 24)
     assert config.text_layers == [8, 9, 10, 11] and config.vision_layers == [20, 21, 22, 23]
-    resolve_widths(config, 768)  # unset widths follow the text tower: a third and a half of it
-    assert (config.translator_hidden_size, config.head_hidden_size) == (256, 384)
+    resolve_widths(config, 768)  # unset widths follow the text tower: a third of it (the head was half before 0.4)
+    assert (config.translator_hidden_size, config.head_hidden_size) == (256, 256)
     kept = MITPConfig(num_labels=2, translator_hidden_size=100, head_hidden_size=7)
     resolve_widths(kept, 768)
     assert (kept.translator_hidden_size, kept.head_hidden_size) == (100, 7)

@@ -9,10 +9,11 @@ only in what they train:
 - `head`: late fusion, a head on frozen pooled features computed once (`linear`, `agreement`, `mlp`: the MLP on both
   pooled features and their agreement; `zero_shot_init`: a linear head plus class embeddings started as the
   backbone's zero-shot classifier).
-- `lora`: peft's LoRA (r=8) on the attention projections of both towers, plus MITP's default head on pooled features.
-- `full_finetune`: every weight, plus MITP's default head on pooled features.
-- `mitp`: an MITP adapter; `options` are MITPConfig fields, `zero_shot_init` calls `init_head_zero_shot`, and
-  `prompt_lr_scale` multiplies the learning rate of everything but the head. MITP trains from the extraction cache
+- `lora`: peft's LoRA (r=8) on the attention projections of both towers, plus MITP's MLP head on pooled features.
+- `full_finetune`: every weight, plus MITP's MLP head on pooled features.
+- `mitp`: an MITP adapter; `options` are MITPConfig fields over `recorded_defaults` (the 0.3 defaults, which every
+  recorded run is keyed under), `zero_shot_init` calls `init_head_zero_shot`, and `prompt_lr_scale` multiplies the
+  learning rate of everything but the head. MITP trains from the extraction cache
   (`mitp_peft.extraction`): the frozen layers below its first interaction layer run once per sample.
 
 Methods that train the backbone or prompts take `warm_start`: their head is fitted alone on frozen features first
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -42,7 +43,6 @@ from mitp_peft.extraction import extract_states
 from mitp_peft.head import HeadInputs, build_head, classification_loss
 from mitp_peft.metrics import task_metrics
 from mitp_peft.model import tuner_of
-from mitp_peft.placement import default_widths
 from mitp_peft.towers import TowerPair, resolve_towers, similarity_scale
 from mitp_peft.training import fit
 from mitp_peft.warm_start import WARM_START_EPOCHS, WARM_START_LEARNING_RATE
@@ -51,13 +51,20 @@ from mitp_peft.zero_shot import class_embeddings
 BATCH_SIZE = 32
 WARMUP_SHARE = 0.1
 METHODS = ("zero_shot", "head", "lora", "full_finetune", "mitp")
-MITP_DEFAULTS = {f.name: f.default for f in fields(MITPConfig)}
-DEFAULT_HEAD = MITP_DEFAULTS["head"]
-"""The head LoRA and full fine-tuning train on pooled features: MITP's default, so that rows differ in what reaches
-the head, not in the head."""
+DEFAULT_HEAD = "mlp"
+"""The head LoRA and full fine-tuning train on pooled features: MITP's MLP head, as wide as the recorded MITP runs'
+(`recorded_defaults`), so that rows differ in what reaches the head, not in the head."""
 LORA_TARGETS = r".*(query|key|value|q_proj|k_proj|v_proj|o_proj|out_proj|attention\.output\.dense)$"
 BENCH_OPTIONS = ("warm_start", "zero_shot_init", "prompt_lr_scale", "missing")
 """Run options of the trained methods that are not MITPConfig fields."""
+
+
+def recorded_defaults(text_width: int) -> dict[str, Any]:
+    """MITPConfig's defaults of 0.3, over which every recorded run's options are keyed: the MLP head half the text
+    tower's width, reading pooled features only. Pinned so that a change of the package's defaults (0.4: the head
+    reads the hub memory and is a third as wide) leaves what a stored key means as it was; a row of the defaults of
+    the day names them in its options (`accuracy.DEFAULTS`)."""
+    return {"head_uses_memory": False, "head_hidden_size": text_width // 2}
 
 
 @dataclass
@@ -274,7 +281,7 @@ def new_head(kind: str, towers: TowerPair, num_labels: int, indicators: bool = F
         num_labels=num_labels,
         memory_sizes=(1, 1) if indicators else None,
         zero_shot=linear,
-        hidden_size=default_widths(towers.text.hidden_size)[1],
+        hidden_size=recorded_defaults(towers.text.hidden_size)["head_hidden_size"],
     )
 
 
@@ -486,6 +493,7 @@ def build_model(
         return PooledClassifier(lora, lora_towers, head), inputs, 0.0
     if run.method == "mitp":
         options = {k: v for k, v in run.options.items() if k not in BENCH_OPTIONS}
+        options = {**recorded_defaults(towers.text.hidden_size), **options}
         config = MITPConfig(
             num_labels=num_labels, id2label=dict(enumerate(data.names)), problem_type=data.problem_type, **options
         )
