@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -16,6 +17,8 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor, BertModel
 
 from mitp_bench import backbone, sources, tasks
+from mitp_peft import MITPConfig
+from mitp_peft.placement import resolve_widths
 
 DEMO = ROOT / "benchmarks" / "demo.py"
 
@@ -195,6 +198,10 @@ def test_shortened_demo_prints_the_table_and_reloads_the_adapter(tiny_backbone, 
     assert cells["late fusion, linear head (20 epochs)"][3] == f"{(width + 1) * 10:,}"
     saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     assert cells["MITP (defaults)"][3] == f"{sum(t.numel() for t in saved.values()):,}"
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    defaults = MITPConfig(num_labels=10)
+    resolve_widths(defaults, 384)  # MiniLM: the demo shows the package's defaults, not the study's recorded ones
+    assert (config["head_uses_memory"], config["head_hidden_size"]) == (True, defaults.head_hidden_size) == (True, 128)
     card = (tmp_path / "adapter" / "README.md").read_text()
     assert "mitp-peft demo: either_or" in card and "| `head` | mlp |" in card
     predictions = [line for line in out.splitlines() if "true:" in line and "predicted:" in line]

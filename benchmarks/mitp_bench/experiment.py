@@ -12,9 +12,10 @@ only in what they train:
 - `lora`: peft's LoRA (r=8) on the attention projections of both towers, plus MITP's MLP head on pooled features.
 - `full_finetune`: every weight, plus MITP's MLP head on pooled features.
 - `mitp`: an MITP adapter; `options` are MITPConfig fields over `recorded_defaults` (the 0.3 defaults, which every
-  recorded run is keyed under), `zero_shot_init` calls `init_head_zero_shot`, and `prompt_lr_scale` multiplies the
-  learning rate of everything but the head. MITP trains from the extraction cache
-  (`mitp_peft.extraction`): the frozen layers below its first interaction layer run once per sample.
+  recorded run is keyed under; over the package's defaults with `package_defaults`), `zero_shot_init` calls
+  `init_head_zero_shot`, and `prompt_lr_scale` multiplies the learning rate of everything but the head. MITP trains
+  from the extraction cache (`mitp_peft.extraction`): the frozen layers below its first interaction layer run once per
+  sample.
 
 Methods that train the backbone or prompts take `warm_start`: their head is fitted alone on frozen features first
 (LP-FT), all alike.
@@ -77,6 +78,9 @@ class Run:
     learning_rate: float = 1e-3
     epochs: float = 1.0
     seed: int = 0
+    package_defaults: bool = False
+    """MITP's options over the package's own defaults (the demo: what a user gets), not over `recorded_defaults` (the
+    study, whose stored runs are keyed over those)."""
 
 
 @dataclass
@@ -493,7 +497,8 @@ def build_model(
         return PooledClassifier(lora, lora_towers, head), inputs, 0.0
     if run.method == "mitp":
         options = {k: v for k, v in run.options.items() if k not in BENCH_OPTIONS}
-        options = {**recorded_defaults(towers.text.hidden_size), **options}
+        if not run.package_defaults:
+            options = {**recorded_defaults(towers.text.hidden_size), **options}
         config = MITPConfig(
             num_labels=num_labels, id2label=dict(enumerate(data.names)), problem_type=data.problem_type, **options
         )
