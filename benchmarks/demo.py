@@ -33,7 +33,7 @@ ROWS = (
     ("zero-shot (image vs label names)", "zero_shot", {}, 0.0, 1.0),
     ("late fusion, linear head (20 epochs)", "head", {"head": "linear"}, 3e-3, 20.0),
     ("late fusion, MLP head (20 epochs)", "head", {"head": "mlp"}, 1e-3, 20.0),
-    ("full fine-tuning + linear head", "full_finetune", {"warm_start": True}, 1e-3, 1.0),
+    ("full fine-tuning + MLP head", "full_finetune", {"warm_start": True}, 1e-3, 1.0),
     ("MITP (defaults)", "mitp", {"warm_start": True}, 1e-4, 1.0),
 )
 MITP_ROW = "MITP (defaults)"
