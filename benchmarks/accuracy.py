@@ -32,7 +32,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from mitp_bench.experiment import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
@@ -48,13 +51,26 @@ HEAD_ROWS = ("linear", "agreement", "mlp", "zero_shot_init")
 
 TODAY = {"translator_hidden_size": 512, "head_hidden_size": 512}
 """MITP's widths before this study (0.2): 3,207,013 parameters on CLIP ViT-L/14 with 101 classes (2.9% of the
-DINOv2 backbone). A run's options are keyed over the 0.3 defaults (`mitp_bench.experiment.recorded_defaults`): the
-options of the row of those defaults are empty."""
+DINOv2 backbone). A run's options are keyed over the 0.3 defaults (`recorded_defaults`): the options of the row of
+those defaults are empty."""
 DEFAULTS: dict[str, Any] = {"head_uses_memory": True, "head_hidden_size": 128}
 """The defaults since 0.4 on the study's backbone, written out over the 0.3 defaults: the head reads the hub memory
 and is a third of the text tower's width (384 for MiniLM), as is the translator. The paper's budget: 2,066,277
 parameters on CLIP ViT-L/14 with 101 classes (benchmarks/budget.py); 0.96% of the DINOv2 backbone on the study's
 tasks (0.99% with 101 classes)."""
+
+
+def recorded_defaults(method: str, text_width: int) -> dict[str, Any]:
+    """What a stored run's options are keyed over: MITPConfig's defaults of 0.3 (the MLP head half the text tower's
+    width, reading pooled features only), and for the other heads that same width. Pinned so that a change of the
+    package's defaults (0.4: the head reads the hub memory and is a third as wide) leaves what a stored key means as
+    it was; the row of the defaults of the day names them in its options (`DEFAULTS`)."""
+    if method == "zero_shot":
+        return {}
+    head = {"head_hidden_size": text_width // 2}
+    return {"head_uses_memory": False, **head} if method == "mitp" else head
+
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "hub reads tokens": {"hub_reads": "tokens"},
     "head reads the hub memory": {"head_uses_memory": True},
@@ -177,10 +193,21 @@ def _init_worker() -> None:
     logging.disable_progress_bar()
 
 
+def run_of(spec: Spec) -> Run:
+    """The run a spec keys: its options over `recorded_defaults` for the backbone's text width."""
+    from transformers import AutoConfig
+
+    from mitp_bench.experiment import Run
+
+    text_width = AutoConfig.from_pretrained(spec.backbone).text_config.hidden_size
+    options = {**recorded_defaults(spec.method, text_width), **json.loads(spec.options)}
+    return Run(spec.backbone, spec.task, spec.method, options, spec.learning_rate, spec.epochs, spec.seed)
+
+
 def _execute(spec: Spec) -> dict:
     from transformers import AutoProcessor
 
-    from mitp_bench.experiment import Run, execute, load_data
+    from mitp_bench.experiment import execute, load_data
 
     data_key = (spec.backbone, spec.task, spec.max_train)
     if data_key not in _CACHE:
@@ -189,10 +216,7 @@ def _execute(spec: Spec) -> dict:
         if spec.max_train is not None:
             data = data.shortened(spec.max_train)
         _CACHE[data_key] = data
-    run = Run(
-        spec.backbone, spec.task, spec.method, json.loads(spec.options), spec.learning_rate, spec.epochs, spec.seed
-    )
-    return execute(run, _CACHE[data_key], _CACHE.setdefault("features", {}))
+    return execute(run_of(spec), _CACHE[data_key], _CACHE.setdefault("features", {}))
 
 
 # ---------------------------------------------------------------------------------------------------- the plan

@@ -140,7 +140,7 @@ def main() -> None:
     for name, method, options, rate, epochs in ROWS:
         if method == "zero_shot" and task_parts(args.task)[0] == "matching":
             options = {}
-        run = Run(args.base_model, args.task, method, options, rate, epochs, package_defaults=True)
+        run = Run(args.base_model, args.task, method, options, rate, epochs)
         results.append(run_row(name, run, args.output_dir, args.max_train))
     multi_label = task_parts(args.task)[0] == "multi_label"
     print(

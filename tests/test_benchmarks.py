@@ -190,8 +190,6 @@ def test_the_defaults_row_runs_the_package_defaults_and_picks_its_own_rate():
     """The study keys runs by options over the 0.3 defaults; the defaults row's options must give the package's
     defaults of today on the study's backbone (MiniLM: text width 384), and the 0.3 row's the defaults as they were."""
     accuracy = script_module("benchmarks/accuracy.py")
-    from mitp_bench.experiment import recorded_defaults
-
     row = accuracy.defaults_row({"learning_rate": 1e-4, "epochs": 10.0})
     assert row.name == accuracy.MITP_BUDGET and row.seeds == accuracy.SEEDS
     assert row.rates == accuracy.EXPENSIVE_GRID and row.epochs == (10.0,)
@@ -202,8 +200,26 @@ def test_the_defaults_row_runs_the_package_defaults_and_picks_its_own_rate():
         return config.head_uses_memory, config.head_hidden_size, config.translator_hidden_size
 
     as_run = {k: v for k, v in row.options.items() if k != "warm_start"}
-    assert resolved(**{**recorded_defaults(384), **as_run}) == resolved() == (True, 128, 128)
-    assert resolved(**recorded_defaults(384)) == (False, 192, 128)  # 0.3: the head half the text width, no memory
+    recorded = accuracy.recorded_defaults("mitp", 384)
+    assert resolved(**{**recorded, **as_run}) == resolved() == (True, 128, 128)
+    assert resolved(**recorded) == (False, 192, 128)  # 0.3: the head half the text width, no memory
+
+
+def test_a_stored_key_runs_over_the_0_3_defaults_whatever_the_package_defaults(tiny_backbone):
+    """Stored runs are keyed by options over the 0.3 defaults; `run_of` must turn a key back into that run (the
+    package's defaults moved in 0.4, so a run built from the package's defaults would mean another thing), and a
+    key's own options must win over them."""
+    accuracy = script_module("benchmarks/accuracy.py")
+
+    def options(method: str, **given) -> dict:
+        return accuracy.run_of(accuracy.Spec(str(tiny_backbone[0]), "either_or", method, json.dumps(given))).options
+
+    recorded = {"head_uses_memory": False, "head_hidden_size": 192}  # MiniLM: text width 384
+    assert options("mitp", warm_start=True) == {**recorded, "warm_start": True}
+    assert options("mitp", **accuracy.DEFAULTS) == {"head_uses_memory": True, "head_hidden_size": 128}
+    for method in ("head", "lora", "full_finetune"):  # their MLP head as wide as the 0.3 defaults' MITP head
+        assert options(method, head="mlp") == {"head_hidden_size": 192, "head": "mlp"}
+    assert options("zero_shot") == {}
 
 
 def test_interaction_on_a_pretrained_text_tower_is_open_from_the_first_step(tiny_backbone):

@@ -14,10 +14,11 @@ import pytest
 import torch
 from conftest import ROOT, script_module
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoProcessor, BertModel
+from transformers import AutoConfig, AutoModel, AutoProcessor, BertModel
 
 from mitp_bench import backbone, sources, tasks
 from mitp_peft import MITPConfig
+from mitp_peft.head import build_head
 from mitp_peft.placement import resolve_widths
 
 DEMO = ROOT / "benchmarks" / "demo.py"
@@ -196,6 +197,9 @@ def test_shortened_demo_prints_the_table_and_reloads_the_adapter(tiny_backbone, 
     assert "logits match the trained model's" in out
     width = 192 + 384  # pooled ViT + MiniLM features
     assert cells["late fusion, linear head (20 epochs)"][3] == f"{(width + 1) * 10:,}"
+    embed = AutoConfig.from_pretrained(folder).projection_dim  # the MLP head reads the agreement of the embeddings too
+    mlp = build_head("mlp", text_size=384, vision_size=192, embed_size=embed, num_labels=10, hidden_size=128)
+    assert cells["late fusion, MLP head (20 epochs)"][3] == f"{sum(p.numel() for p in mlp.parameters()):,}"
     saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     assert cells["MITP (defaults)"][3] == f"{sum(t.numel() for t in saved.values()):,}"
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())

@@ -11,14 +11,14 @@ only in what they train:
   backbone's zero-shot classifier).
 - `lora`: peft's LoRA (r=8) on the attention projections of both towers, plus MITP's MLP head on pooled features.
 - `full_finetune`: every weight, plus MITP's MLP head on pooled features.
-- `mitp`: an MITP adapter; `options` are MITPConfig fields over `recorded_defaults` (the 0.3 defaults, which every
-  recorded run is keyed under; over the package's defaults with `package_defaults`), `zero_shot_init` calls
+- `mitp`: an MITP adapter; `options` are MITPConfig fields over the package's defaults, `zero_shot_init` calls
   `init_head_zero_shot`, and `prompt_lr_scale` multiplies the learning rate of everything but the head. MITP trains
   from the extraction cache (`mitp_peft.extraction`): the frozen layers below its first interaction layer run once per
   sample.
 
 Methods that train the backbone or prompts take `warm_start`: their head is fitted alone on frozen features first
-(LP-FT), all alike.
+(LP-FT), all alike. Every head is as wide as the default adapter's (`default_widths`) unless `head_hidden_size`
+names a width.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from mitp_peft.extraction import extract_states
 from mitp_peft.head import HeadInputs, build_head, classification_loss
 from mitp_peft.metrics import task_metrics
 from mitp_peft.model import tuner_of
+from mitp_peft.placement import default_widths
 from mitp_peft.towers import TowerPair, resolve_towers, similarity_scale
 from mitp_peft.training import fit
 from mitp_peft.warm_start import WARM_START_EPOCHS, WARM_START_LEARNING_RATE
@@ -53,19 +54,11 @@ BATCH_SIZE = 32
 WARMUP_SHARE = 0.1
 METHODS = ("zero_shot", "head", "lora", "full_finetune", "mitp")
 DEFAULT_HEAD = "mlp"
-"""The head LoRA and full fine-tuning train on pooled features: MITP's MLP head, as wide as the recorded MITP runs'
-(`recorded_defaults`), so that rows differ in what reaches the head, not in the head."""
+"""The head LoRA and full fine-tuning train on pooled features: MITP's MLP head, as wide as MITP's, so that rows
+differ in what reaches the head, not in the head."""
 LORA_TARGETS = r".*(query|key|value|q_proj|k_proj|v_proj|o_proj|out_proj|attention\.output\.dense)$"
 BENCH_OPTIONS = ("warm_start", "zero_shot_init", "prompt_lr_scale", "missing")
 """Run options of the trained methods that are not MITPConfig fields."""
-
-
-def recorded_defaults(text_width: int) -> dict[str, Any]:
-    """MITPConfig's defaults of 0.3, over which every recorded run's options are keyed: the MLP head half the text
-    tower's width, reading pooled features only. Pinned so that a change of the package's defaults (0.4: the head
-    reads the hub memory and is a third as wide) leaves what a stored key means as it was; a row of the defaults of
-    the day names them in its options (`accuracy.DEFAULTS`)."""
-    return {"head_uses_memory": False, "head_hidden_size": text_width // 2}
 
 
 @dataclass
@@ -78,9 +71,6 @@ class Run:
     learning_rate: float = 1e-3
     epochs: float = 1.0
     seed: int = 0
-    package_defaults: bool = False
-    """MITP's options over the package's own defaults (the demo: what a user gets), not over `recorded_defaults` (the
-    study, whose stored runs are keyed over those)."""
 
 
 @dataclass
@@ -272,10 +262,12 @@ def _cells(pixels: torch.Tensor) -> list[torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------- the models
 
 
-def new_head(kind: str, towers: TowerPair, num_labels: int, indicators: bool = False) -> MITPHead:
-    """MITP's head of the given kind, reading pooled features as the towers give them; `zero_shot_init` is a linear
-    head with class embeddings; `indicators`: it also reads one missing-modality flag per tower (see
-    `zero_filled`)."""
+def new_head(
+    kind: str, towers: TowerPair, num_labels: int, hidden_size: Optional[int] = None, indicators: bool = False
+) -> MITPHead:
+    """MITP's head of the given kind, reading pooled features as the towers give them, as wide as the default
+    adapter's unless `hidden_size` says; `zero_shot_init` is a linear head with class embeddings; `indicators`: it
+    also reads one missing-modality flag per tower (see `zero_filled`)."""
     linear = kind == "zero_shot_init"
     return build_head(
         "linear" if linear else kind,
@@ -285,7 +277,7 @@ def new_head(kind: str, towers: TowerPair, num_labels: int, indicators: bool = F
         num_labels=num_labels,
         memory_sizes=(1, 1) if indicators else None,
         zero_shot=linear,
-        hidden_size=recorded_defaults(towers.text.hidden_size)["head_hidden_size"],
+        hidden_size=hidden_size or default_widths(towers.text.hidden_size)[1],
     )
 
 
@@ -396,7 +388,7 @@ def execute(
         if indicators:
             features = {s: zero_filled(f, data.splits[s]) for s, f in features.items()}
         backbone.requires_grad_(False)
-        head = new_head(run.options["head"], towers, len(data.names), indicators)
+        head = new_head(run.options["head"], towers, len(data.names), run.options.get("head_hidden_size"), indicators)
         if run.options["head"] == "zero_shot_init":
             _start_zero_shot(head, towers, processor.tokenizer, data, backbone)
         train(lambda i: loss(head(_rows(features["train"], i)), train_split.labels[i]), list(head.parameters()),
@@ -488,17 +480,17 @@ def build_model(
     num_labels = len(data.names)
     inputs = {split: part.inputs for split, part in data.splits.items()}
     if run.method == "full_finetune":
-        head = new_head(run.options.get("head", DEFAULT_HEAD), towers, num_labels)
+        head = new_head(run.options.get("head", DEFAULT_HEAD), towers, num_labels, run.options.get("head_hidden_size"))
         return PooledClassifier(backbone.requires_grad_(True), towers, head), inputs, 0.0
     if run.method == "lora":
         lora = get_peft_model(backbone, LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS))
         lora_towers = resolve_towers(lora.get_base_model())
-        head = new_head(run.options.get("head", DEFAULT_HEAD), lora_towers, num_labels)
+        head = new_head(
+            run.options.get("head", DEFAULT_HEAD), lora_towers, num_labels, run.options.get("head_hidden_size")
+        )
         return PooledClassifier(lora, lora_towers, head), inputs, 0.0
     if run.method == "mitp":
         options = {k: v for k, v in run.options.items() if k not in BENCH_OPTIONS}
-        if not run.package_defaults:
-            options = {**recorded_defaults(towers.text.hidden_size), **options}
         config = MITPConfig(
             num_labels=num_labels, id2label=dict(enumerate(data.names)), problem_type=data.problem_type, **options
         )
