@@ -262,12 +262,12 @@ def _cells(pixels: torch.Tensor) -> list[torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------- the models
 
 
-def new_head(
-    kind: str, towers: TowerPair, num_labels: int, hidden_size: Optional[int] = None, indicators: bool = False
-) -> MITPHead:
-    """MITP's head of the given kind, reading pooled features as the towers give them, as wide as the default
-    adapter's unless `hidden_size` says; `zero_shot_init` is a linear head with class embeddings; `indicators`: it
-    also reads one missing-modality flag per tower (see `zero_filled`)."""
+def new_head(run: Run, towers: TowerPair, num_labels: int, indicators: bool = False) -> MITPHead:
+    """MITP's head of the run's kind (`head`, default MLP), reading pooled features as the towers give them, as wide as
+    the default adapter's unless `head_hidden_size` says; `zero_shot_init` is a linear head with class embeddings;
+    `indicators`: it also reads one missing-modality flag per tower (see `zero_filled`)."""
+    kind = run.options.get("head", DEFAULT_HEAD)
+    hidden_size = run.options.get("head_hidden_size")
     linear = kind == "zero_shot_init"
     return build_head(
         "linear" if linear else kind,
@@ -388,7 +388,7 @@ def execute(
         if indicators:
             features = {s: zero_filled(f, data.splits[s]) for s, f in features.items()}
         backbone.requires_grad_(False)
-        head = new_head(run.options["head"], towers, len(data.names), run.options.get("head_hidden_size"), indicators)
+        head = new_head(run, towers, len(data.names), indicators)
         if run.options["head"] == "zero_shot_init":
             _start_zero_shot(head, towers, processor.tokenizer, data, backbone)
         train(lambda i: loss(head(_rows(features["train"], i)), train_split.labels[i]), list(head.parameters()),
@@ -480,14 +480,12 @@ def build_model(
     num_labels = len(data.names)
     inputs = {split: part.inputs for split, part in data.splits.items()}
     if run.method == "full_finetune":
-        head = new_head(run.options.get("head", DEFAULT_HEAD), towers, num_labels, run.options.get("head_hidden_size"))
+        head = new_head(run, towers, num_labels)
         return PooledClassifier(backbone.requires_grad_(True), towers, head), inputs, 0.0
     if run.method == "lora":
         lora = get_peft_model(backbone, LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS))
         lora_towers = resolve_towers(lora.get_base_model())
-        head = new_head(
-            run.options.get("head", DEFAULT_HEAD), lora_towers, num_labels, run.options.get("head_hidden_size")
-        )
+        head = new_head(run, lora_towers, num_labels)
         return PooledClassifier(lora, lora_towers, head), inputs, 0.0
     if run.method == "mitp":
         options = {k: v for k, v in run.options.items() if k not in BENCH_OPTIONS}
