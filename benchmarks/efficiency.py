@@ -47,7 +47,7 @@ METHODS = (
 DESCRIPTIONS = {
     "frozen": "frozen backbone, no-grad forward (reference)",
     "frozen_compiled": "frozen backbone, no-grad forward, torch.compile",
-    "mitp": "MITP (defaults: K=4, M=8, h=512, MLP head)",
+    "mitp": "MITP (the package's defaults)",
     "mitp_compiled": "MITP (defaults), torch.compile",
     "mitp_cached": "MITP from the extraction cache",
     "mitp_checkpointing": "MITP with gradient checkpointing",

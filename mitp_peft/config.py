@@ -67,11 +67,12 @@ class MITPConfig(PeftConfig):
         },
     )
     hub_reads: Literal["prompts", "tokens"] = field(
-        default="prompts",
+        default="tokens",
         metadata={
-            "help": "What each prompt reads of the other modality in the hub: 'prompts', the other tower's prompt "
-            "outputs; 'tokens', also its whole token stream at that layer (padding masked), so the text can find "
-            "the patches that resemble what it names."
+            "help": "What each prompt reads of the other modality in the hub: 'tokens', the other tower's prompt "
+            "outputs and its whole token stream at that layer (padding masked), so the text can find the patches "
+            "that resemble what it names (on the study's grid locating 0.684 against 0.627, 3 seeds); 'prompts', "
+            "the prompt outputs only (the default before 0.5). No parameters depend on it."
         },
     )
     memory_decay: float = field(

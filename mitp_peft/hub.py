@@ -135,7 +135,7 @@ class MemoryHub(nn.Module):
         temperature: float,
         attention: str,
         memory_decay: float,
-        reads: str = "prompts",
+        reads: str = "tokens",
         device: Optional[torch.device] = None,
     ) -> None:
         super().__init__()

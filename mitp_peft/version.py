@@ -1,3 +1,3 @@
 """The package version, recorded in every adapter it creates."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

@@ -102,7 +102,7 @@ def test_accuracy_study_quick_mode_runs_every_stage_and_resumes(tiny_backbone, t
     run_study(command)
     accuracy = script_module("benchmarks/accuracy.py")
     rows = accuracy.baseline_rows("either_or", accuracy.QUICK)
-    rows.append(accuracy.defaults_row({"epochs": accuracy.QUICK.mitp_epochs[0]}, accuracy.QUICK))
+    rows += accuracy.defaults_rows({"epochs": accuracy.QUICK.mitp_epochs[0]}, accuracy.QUICK)
     text = report.read_text()
     for row in rows:
         assert f"| {row.name} |" in text, row.name
@@ -170,6 +170,9 @@ def test_verdicts_hold_the_defaults_to_todays_widths_and_show_them_against_the_p
     assert lines[0] == "MITP vs the converged late-fusion MLP 0.910: +0.015 (met: 1 point or more)"
     assert "the 2.0M budget against today's widths 0.929: -0.004 (met: losing 0.5 point at most)" in lines
     assert lines[-1] == "the defaults against the 0.3 defaults 0.910: +0.015"
+    with_0_4 = [*summaries, {"name": accuracy.MITP_0_4, "test_mean": 0.919}]
+    lines = accuracy.verdicts("matching", with_0_4, accuracy.Budget(lora_epochs=(10.0,)))
+    assert lines[-1] == "the defaults against the 0.4 defaults 0.919: +0.006"
     summaries[-1]["test_mean"] = 0.920
     lines = accuracy.verdicts("matching", summaries, accuracy.Budget(lora_epochs=(10.0,)))
     assert "the 2.0M budget against today's widths 0.929: -0.009 (NOT met: losing 0.5 point at most)" in lines
@@ -186,37 +189,45 @@ def test_confirmed_variants_get_every_seed_and_the_others_one():
     assert [row.options for row in rows] == options  # over the 0.3 defaults, as they were screened
 
 
-def test_the_defaults_row_runs_the_package_defaults_and_picks_its_own_rate():
+def test_the_defaults_rows_run_the_package_defaults_and_pick_their_own_rate():
     """The study keys runs by options over the 0.3 defaults; the defaults row's options must give the package's
-    defaults of today on the study's backbone (MiniLM: text width 384), and the 0.3 row's the defaults as they were."""
+    defaults of today on the study's backbone (MiniLM: text width 384), the 0.4 row's and the 0.3 row's the
+    defaults as they were."""
     accuracy = script_module("benchmarks/accuracy.py")
-    row = accuracy.defaults_row({"learning_rate": 1e-4, "epochs": 10.0})
-    assert row.name == accuracy.MITP_BUDGET and row.seeds == accuracy.SEEDS
-    assert row.rates == accuracy.EXPENSIVE_GRID and row.epochs == (10.0,)
+    of_0_4, row = accuracy.defaults_rows({"learning_rate": 1e-4, "epochs": 10.0})
+    assert (of_0_4.name, row.name) == (accuracy.MITP_0_4, accuracy.MITP_BUDGET)
+    for each in (of_0_4, row):
+        assert each.seeds == accuracy.SEEDS and each.rates == accuracy.EXPENSIVE_GRID and each.epochs == (10.0,)
 
     def resolved(**options) -> tuple:
         config = MITPConfig(num_labels=10, **options)
         resolve_widths(config, 384)
-        return config.head_uses_memory, config.head_hidden_size, config.translator_hidden_size
+        return config.head_uses_memory, config.head_hidden_size, config.translator_hidden_size, config.hub_reads
 
-    as_run = {k: v for k, v in row.options.items() if k != "warm_start"}
-    recorded = accuracy.recorded_defaults("mitp", 384)
-    assert resolved(**{**recorded, **as_run}) == resolved() == (True, 128, 128)
-    assert resolved(**recorded) == (False, 192, 128)  # 0.3: the head half the text width, no memory
+    def as_run(row) -> dict:
+        return {
+            **accuracy.recorded_defaults("mitp", 384),
+            **{k: v for k, v in row.options.items() if k != "warm_start"},
+        }
+
+    assert resolved(**as_run(row)) == resolved() == (True, 128, 128, "tokens")
+    assert resolved(**as_run(of_0_4)) == (True, 128, 128, "prompts")
+    assert resolved(**accuracy.recorded_defaults("mitp", 384)) == (False, 192, 128, "prompts")  # 0.3
 
 
 def test_a_stored_key_runs_over_the_0_3_defaults_whatever_the_package_defaults(tiny_backbone):
     """Stored runs are keyed by options over the 0.3 defaults; `run_of` must turn a key back into that run (the
-    package's defaults moved in 0.4, so a run built from the package's defaults would mean another thing), and a
-    key's own options must win over them."""
+    package's defaults moved in 0.4 and 0.5, so a run built from the package's defaults would mean another thing),
+    and a key's own options must win over them."""
     accuracy = script_module("benchmarks/accuracy.py")
 
     def options(method: str, **given) -> dict:
         return accuracy.run_of(accuracy.Spec(str(tiny_backbone[0]), "either_or", method, json.dumps(given))).options
 
-    recorded = {"head_uses_memory": False, "head_hidden_size": 192}  # MiniLM: text width 384
+    recorded = {"head_uses_memory": False, "head_hidden_size": 192, "hub_reads": "prompts"}  # MiniLM: width 384
     assert options("mitp", warm_start=True) == {**recorded, "warm_start": True}
-    assert options("mitp", **accuracy.DEFAULTS) == {"head_uses_memory": True, "head_hidden_size": 128}
+    assert options("mitp", **accuracy.DEFAULTS) == {"head_uses_memory": True, "head_hidden_size": 128,
+                                                    "hub_reads": "tokens"}  # fmt: skip
     for method in ("head", "lora", "full_finetune"):  # their MLP head as wide as the 0.3 defaults' MITP head
         assert options(method, head="mlp") == {"head_hidden_size": 192, "head": "mlp"}
     assert options("zero_shot") == {}

@@ -9,6 +9,7 @@ from peft import PeftModel, get_peft_model
 from transformers import CLIPVisionConfig
 
 from mitp_peft import MITPConfig
+from mitp_peft.hub import HUB_READS
 from mitp_peft.towers import resolve_towers
 
 NAMES = sorted(FAMILIES)
@@ -122,13 +123,16 @@ def relative_change(changed: torch.Tensor, reference: torch.Tensor) -> float:
     return ((changed - reference).norm(dim=-1) / reference.norm(dim=-1)).min().item()
 
 
+@pytest.mark.parametrize("reads", HUB_READS)
 @pytest.mark.parametrize("name", NAMES)
-def test_interaction_crosses_towers_from_the_first_step(name):
-    """At initialization, changing only the image moves every sample's pooled text features by 1e-2 or more
+def test_interaction_crosses_towers_from_the_first_step(name, reads):
+    """At initialization, changing only the image moves every sample's pooled text features by 5e-3 or more
     (relative), and changing only the text moves the image features as much. The first joint hub let through 1e-5 on
-    a pretrained backbone and 1e-8 to 4e-5 here; towers built with trained-like weight gains (see families.py)."""
+    a pretrained backbone and 1e-8 to 4e-5 here; towers built with trained-like weight gains (see families.py).
+    Measured minimum 9.2e-3: the hub reading tokens, a text of one word between [CLS] and [SEP], which any other
+    such text shares (1.2e-2 reading prompts only)."""
     model = get_peft_model(
-        build(name, initializer_range=TRAINED_LIKE_INIT), MITPConfig(num_labels=3)
+        build(name, initializer_range=TRAINED_LIKE_INIT), MITPConfig(num_labels=3, hub_reads=reads)
     )  # fmt: skip
     inputs = family_inputs(name)
     other = family_inputs(name, seed=7)
@@ -137,8 +141,8 @@ def test_interaction_crosses_towers_from_the_first_step(name):
     other_text = dict(other, **{k: v for k, v in inputs.items() if k not in text_inputs})
     with torch.no_grad():
         reference = model(**inputs)
-        assert relative_change(model(**other_image).text_features, reference.text_features) > 1e-2
-        assert relative_change(model(**other_text).image_features, reference.image_features) > 1e-2
+        assert relative_change(model(**other_image).text_features, reference.text_features) > 5e-3
+        assert relative_change(model(**other_text).image_features, reference.image_features) > 5e-3
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if FAMILIES[n].has_token_types])

@@ -12,7 +12,7 @@ from mitp_peft import MITPConfig
 # interaction layer and the text is trimmed for the longest prompts.
 OTHERS = {
     "low": dict(text_layers=[1, 3], vision_layers=[2, 4]),
-    "short": dict(prompt_length=4, hub_reads="tokens"),
+    "short": dict(prompt_length=4, hub_reads="prompts"),
 }
 
 
