@@ -40,7 +40,7 @@ def either_or_pairs(folder: str) -> tuple[dict, dict]:
 
 @torch.no_grad()
 def measure(
-    folder: str, hub_attention: str, pairs: tuple[dict, dict], hub_reads: str = "tokens", seed: int = 0
+    folder: str, hub_attention: str, pairs: tuple[dict, dict], hub_reads: str = MITPConfig.hub_reads, seed: int = 0
 ) -> dict[str, list[float]]:
     torch.manual_seed(seed)
     config = MITPConfig(num_labels=2, hub_attention=hub_attention, hub_reads=hub_reads)

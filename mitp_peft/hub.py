@@ -135,7 +135,7 @@ class MemoryHub(nn.Module):
         temperature: float,
         attention: str,
         memory_decay: float,
-        reads: str = "tokens",
+        reads: str,
         device: Optional[torch.device] = None,
     ) -> None:
         super().__init__()

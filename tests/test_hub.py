@@ -8,7 +8,15 @@ from mitp_peft.hub import Memory, MemoryHub, Tokens, activate, cosine_attention,
 
 def hub(**kwargs):
     torch.manual_seed(0)
-    settings = dict(text_size=6, vision_size=10, hidden_size=4, temperature=0.1, attention="gated", memory_decay=0.0)
+    settings = dict(
+        text_size=6,
+        vision_size=10,
+        hidden_size=4,
+        temperature=0.1,
+        attention="gated",
+        memory_decay=0.0,
+        reads="prompts",
+    )
     settings.update(kwargs)
     return MemoryHub(**settings)
 
