@@ -156,6 +156,34 @@ def test_grid_verdicts_say_what_the_comparison_still_lacks():
     assert settled[1] == "the 2.0M budget against today's widths: not measured (their row did not run)"
 
 
+def test_grid_tables_hold_the_defaults_to_lora_at_mitps_epochs():
+    """On a grid table LoRA also runs at MITP's epochs, at the rate its own row picked, every seed; the verdict
+    compares against it as soon as its first seed is in (a stronger rival turns "met" into "NOT met") and says how
+    many seeds it has until it has them all."""
+    accuracy = script_module("benchmarks/accuracy.py")
+    lora = {"name": accuracy.LORA, "learning_rate": 1e-3, "epochs": 3.0, "test_mean": 0.652}
+    mitp = {"name": f"{accuracy.MITP_BUDGET} (not yet screened at 0.0001)", "epochs": 10.0, "test_mean": 0.684}
+    (row,) = accuracy.equal_epochs_rows([lora, mitp])
+    assert (row.name, row.method, row.rates, row.epochs, row.seeds) == (
+        accuracy.LORA_AT_MITP_EPOCHS, "lora", (1e-3,), (10.0,), accuracy.SEEDS
+    )  # fmt: skip
+    assert row.options == {"warm_start": True}  # the LoRA row's options: its seed-0 runs are keyed alike
+    assert accuracy.equal_epochs_rows([{**lora, "epochs": 10.0}, mitp]) == []
+    assert accuracy.equal_epochs_rows([lora]) == []
+
+    full = {"name": "full fine-tuning + MITP's head", "test_mean": 0.540}
+    late = {"name": "late fusion, mlp head, 20 epochs", "test_mean": 0.444}
+    equal = {"name": accuracy.LORA_AT_MITP_EPOCHS, "epochs": 10.0, "test_mean": 0.747, "test": [0.747]}
+    lines = accuracy.verdicts("grid_locating", [late, lora, full, mitp, equal])
+    assert lines[0].endswith(f"({accuracy.LORA_AT_MITP_EPOCHS}) 0.747: -0.063 (NOT met: 3 points or more)")
+    assert lines[1] == "LoRA at MITP's 10 epochs: 1 of 3 seeds so far"
+    settled = accuracy.verdicts("grid_locating", [late, lora, full, mitp, {**equal, "test": [0.747] * 3}])
+    assert not any("seeds so far" in line or "equal epochs" in line for line in settled)
+    without = accuracy.verdicts("grid_locating", [late, lora, full, mitp])
+    assert without[0].endswith("0.652: +0.032 (met: 3 points or more)")
+    assert without[1] == "LoRA ran 3 epochs at most, MITP 10: not yet compared at equal epochs"
+
+
 def test_verdicts_hold_the_defaults_to_todays_widths_and_show_them_against_the_previous_ones():
     """The issue's rule for a default within the budget: no task loses more than half a point against today's
     (3.2M) widths. The defaults are held to it, and their change against the 0.3 defaults is shown."""
