@@ -8,17 +8,17 @@ of Fashion-MNIST's training images (`mitp_bench.dino`; `make backbone-dino`). Ta
 grid tasks, where the text must tell the vision tower what to look at, then the paper's three kinds on images the
 backbone never saw.
 
-Every row trains with one loop (`mitp_bench.experiment`). Each row has settings (learning rate, epochs) screened with
-seed 0 and picked on the validation split, then three seeds at the picked setting; test is reported as mean and
-standard deviation. Late-fusion heads on frozen features train 20 epochs (converged) at every rate of the grid;
-the rows that run the backbone screen two rates at `screen_epochs`, then more epochs at the better rate: MITP 3 then
-1 and 10, LoRA 1 then 3 (and on the grid tasks, whose target names it, at the epochs MITP's defaults picked), full
-fine-tuning 1 (3 too on the single-item tasks, where it is affordable). Methods that
-train the backbone or prompts start from a head fitted on the frozen features (LP-FT), all alike, and every head is
-MITP's (an MLP on both pooled features and their agreement, unless a row names another). MITP's variants are
-screened with one seed at the setting the 0.3 defaults picked, on the first three tables; the defaults of 0.4 and
-of the day (`defaults_rows`) pick their own rate at that row's epochs and run every seed on every table. Results go
-to a JSON-lines file as they come (a rerun skips what is there) and the tables to docs/results_accuracy.md.
+Every row trains with one loop (`mitp_bench.experiment`). Each row has settings (learning rate, epochs) screened
+with seed 0 and picked on the validation split, then three seeds at the picked setting; test is reported as mean and
+standard deviation. Late-fusion heads on frozen features train 20 epochs (converged) at every rate of the grid; the
+rows that run the backbone screen two rates at `screen_epochs`, then more epochs at the better rate: MITP 3 then 1
+and 10, LoRA 1 then 3 (and on the grid tasks, whose target names it, at the epochs MITP's defaults picked), full
+fine-tuning 1 (3 too on the single-item tasks, where it is affordable). Methods that train the backbone or prompts
+start from a head fitted on the frozen features (LP-FT), all alike, and every head is MITP's (an MLP on both pooled
+features and their agreement, unless a row names another). MITP's variants are screened with one seed at the setting
+the 0.3 defaults picked, on the first three tables; the defaults of 0.4 and of the day (`defaults_rows`) pick their
+own rate at that row's epochs and run every seed on every table. Results go to a JSON-lines file as they come (a
+rerun skips what is there) and the tables to docs/results_accuracy.md.
 """
 
 from __future__ import annotations
