@@ -645,10 +645,9 @@ def main() -> None:
             screened = budget.variants and task in SCREENED
             later = [*defaults_rows(previous, budget), *(variant_rows(previous, every_seed_of) if screened else [])]
             tables[backbone, task] += measure(study, backbone, task, kept(later))
-        if kind.startswith("grid"):
-            tables[backbone, task] += measure(
-                study, backbone, task, kept(equal_epochs_rows(tables[backbone, task], budget))
-            )
+        tables[backbone, task] += measure(
+            study, backbone, task, kept(equal_epochs_rows(tables[backbone, task], budget))
+        )
     sections.append(summary(tables))
     print(f"\n{sections[-1]}\n", flush=True)
     for (backbone, task), summaries in tables.items():

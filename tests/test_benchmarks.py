@@ -156,10 +156,10 @@ def test_grid_verdicts_say_what_the_comparison_still_lacks():
     assert settled[1] == "the 2.0M budget against today's widths: not measured (their row did not run)"
 
 
-def test_grid_tables_hold_the_defaults_to_lora_at_mitps_epochs():
-    """On a grid table LoRA also runs at MITP's epochs, at the rate its own row picked, every seed; the verdict
+def test_tables_hold_the_defaults_to_lora_at_mitps_epochs():
+    """On every table LoRA also runs at MITP's epochs, at the rate its own row picked, every seed; a grid verdict
     compares against it as soon as its first seed is in (a stronger rival turns "met" into "NOT met") and says how
-    many seeds it has until it has them all."""
+    many seeds it has until it has them all; a single-item table's caveat goes once it has them."""
     accuracy = script_module("benchmarks/accuracy.py")
     lora = {"name": accuracy.LORA, "learning_rate": 1e-3, "epochs": 3.0, "test_mean": 0.652}
     mitp = {"name": f"{accuracy.MITP_BUDGET} (not yet screened at 0.0001)", "epochs": 10.0, "test_mean": 0.684}
@@ -182,6 +182,12 @@ def test_grid_tables_hold_the_defaults_to_lora_at_mitps_epochs():
     without = accuracy.verdicts("grid_locating", [late, lora, full, mitp])
     assert without[0].endswith("0.652: +0.032 (met: 3 points or more)")
     assert without[1] == "LoRA ran 3 epochs at most, MITP 10: not yet compared at equal epochs"
+    single = [late, lora, full, mitp]
+    assert "LoRA ran 3 epochs at most, MITP 10: not yet compared at equal epochs" in accuracy.verdicts(
+        "matching", single
+    )
+    settled = accuracy.verdicts("matching", [*single, {**equal, "test": [0.747] * 3}])
+    assert not any("seeds so far" in line or "equal epochs" in line for line in settled)
 
 
 def test_verdicts_hold_the_defaults_to_todays_widths_and_show_them_against_the_previous_ones():
