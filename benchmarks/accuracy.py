@@ -12,7 +12,7 @@ Every row trains with one loop (`mitp_bench.experiment`). Each row has settings 
 with seed 0 and picked on the validation split, then three seeds at the picked setting; test is reported as mean and
 standard deviation. Late-fusion heads on frozen features train 20 epochs (converged) at every rate of the grid; the
 rows that run the backbone screen two rates at `screen_epochs`, then more epochs at the better rate: MITP 3 then 1
-and 10, LoRA 1 then 3 (and on the grid tasks, whose target names it, at the epochs MITP's defaults picked), full
+and 10, LoRA 1 then 3 (and at the epochs MITP's defaults picked, which the grid targets compare against), full
 fine-tuning 1 (3 too on the single-item tasks, where it is affordable). Methods that train the backbone or prompts
 start from a head fitted on the frozen features (LP-FT), all alike, and every head is MITP's (an MLP on both pooled
 features and their agreement, unless a row names another). MITP's variants are screened with one seed at the setting
