@@ -1,6 +1,7 @@
 """What the two training examples share: their own arguments and building the adapter from MITPConfig's."""
 
 import dataclasses
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -14,6 +15,8 @@ from mitp_peft.arguments import MITPArguments
 from mitp_peft.data import DataArguments, MITPCollator, Splits
 from mitp_peft.extraction import cache_extraction
 from mitp_peft.warm_start import WARM_START_EPOCHS
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,7 +61,16 @@ def make_collator(model: PeftModel, processor: Any, splits: Splits, data: DataAr
     gets presence masks, an unaware one a blank image or an empty text in their place (the unaware baseline)."""
     num_labels = len(splits.label_names) if splits.multi_label else None
     simulated = bool(data.missing_rate or data.eval_missing_rate)
-    missing = "mask" if model.active_peft_config.missing_modalities else ("fill" if simulated else "error")
+    aware = model.active_peft_config.missing_modalities
+    if simulated and not aware:
+        logger.warning(
+            "--missing_rate %s (--eval_missing_rate %s) without --missing_modalities: the adapter is not told which "
+            "samples lack a modality, and trains and is evaluated on blank images and empty texts in their places "
+            "(the unaware baseline). Add --missing_modalities for an adapter that knows what is missing.",
+            data.missing_rate,
+            data.eval_missing_rate if data.eval_missing_rate is not None else data.missing_rate,
+        )
+    missing = "mask" if aware else ("fill" if simulated else "error")
     return MITPCollator(processor, model.max_text_length, num_labels=num_labels, missing=missing)
 
 

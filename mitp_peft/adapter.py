@@ -146,4 +146,4 @@ class MITPAdapter(nn.Module):
 
 def _zero_absent(values: torch.Tensor, present: Optional[torch.Tensor]) -> torch.Tensor:
     """Rows of samples that lack the modality set to zero (None: every sample has it)."""
-    return values if present is None else values * present.to(values.dtype)[:, None]
+    return values if present is None else torch.where(present.to(values.device)[:, None], values, 0.0)

@@ -77,7 +77,15 @@ class MITPCollator:
             for i, row in enumerate(rows):
                 batch["labels"][i, row["labels"]] = 1.0
         elif "label" in rows[0]:
-            batch["labels"] = torch.tensor([row["label"] for row in rows])
+            labels = [row["label"] for row in rows]
+            names = [label for label in labels if isinstance(label, str)]
+            if names:
+                raise ValueError(
+                    f"The label column holds class names such as {names[0]!r}; the model takes class indices. Map "
+                    "them before training: dataset.class_encode_column('label') (then its features name the classes "
+                    "for MITPConfig(id2label=...)), or label2id[name] for each row."
+                )
+            batch["labels"] = torch.tensor(labels)
         return dict(batch)
 
 

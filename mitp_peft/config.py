@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import textwrap
 from dataclasses import Field, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 from peft import PeftConfig
 
+from .adapter_files import check_weights
 from .cards import render_card
 from .head import HEADS
 from .hub import HUB_ATTENTIONS, HUB_READS
@@ -71,8 +75,7 @@ class MITPConfig(PeftConfig):
         metadata={
             "help": "What each prompt reads of the other modality in the hub: 'tokens', the other tower's prompt "
             "outputs and its whole token stream at that layer (padding masked), so the text can find the patches "
-            "that resemble what it names (on the study's grid locating 0.684 against 0.627, 3 seeds); 'prompts', "
-            "the prompt outputs only (the default before 0.5). No parameters depend on it."
+            "that resemble what it names; 'prompts', the prompt outputs only. No parameters depend on it."
         },
     )
     memory_decay: float = field(
@@ -82,8 +85,8 @@ class MITPConfig(PeftConfig):
         default=True,
         metadata={
             "help": "Also feed the last hub memory (mean over prompts) to the head: what the hub read from both "
-            "towers at the last interaction layer, which pooled features do not carry (on the study's grid matching, "
-            "0.868 against 0.652 without it). False: the head reads pooled features only (the default before 0.4)."
+            "towers at the last interaction layer, which pooled features do not carry. False: the head reads pooled "
+            "features only."
         },
     )
     missing_modalities: bool = field(
@@ -110,7 +113,7 @@ class MITPConfig(PeftConfig):
         default=None,
         metadata={
             "help": "Hidden width of the 'mlp' head (the other heads have no hidden layer). Default: a third of the "
-            "text tower's width (256 on CLIP ViT-L/14; half of it before 0.4), fixed when the adapter is created."
+            "text tower's width (256 on CLIP ViT-L/14), fixed when the adapter is created."
         },
     )
     zero_shot_template: Optional[str] = field(
@@ -159,6 +162,13 @@ class MITPConfig(PeftConfig):
                 "head and loss, and peft's task-specific wrappers would pass arguments a dual encoder rejects. "
                 "Leave task_type unset."
             )
+        if self.target_modules is not None and self.built_for is None:
+            raise ValueError(
+                f"MITPConfig does not take target_modules (got {self.target_modules!r}): MITP chooses its interaction "
+                "layers with num_interaction_layers (the last K layers of each tower) or text_layers and "
+                "vision_layers (paired one to one); target_modules is filled in with their module names when the "
+                "adapter is created."
+            )
         _check_int("prompt_length", self.prompt_length, minimum=1)
         for name in ("translator_hidden_size", "head_hidden_size"):
             if getattr(self, name) is not None:
@@ -189,6 +199,16 @@ class MITPConfig(PeftConfig):
         self.card_info: dict[str, Any] = {}
         """What the adapter's card says about its training (see `mitp_peft.describe_training`); not saved in
         adapter_config.json."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: Optional[str] = None, **kwargs: Any):
+        """peft's `from_pretrained`; a local folder's weights are checked first (peft reads the config before them,
+        on every path that loads an adapter), so a truncated or pickled weights file is named before peft fails on
+        it without a name."""
+        folder = Path(pretrained_model_name_or_path, subfolder or "")
+        if folder.is_dir():
+            check_weights(folder)
+        return super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
 
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
         """Save adapter_config.json and, for an adapter that was created (`built_for` is filled), its model card as
@@ -291,3 +311,22 @@ def mitp_fields(*roles: str) -> list[Field]:
     inherited = {f.name for f in fields(PeftConfig)}
     own = [f for f in fields(MITPConfig) if f.name not in inherited]
     return [f for f in own if not roles or f.metadata.get("role", SETTING) in roles]
+
+
+def _documented(config: type) -> type:
+    """The class with each of its own fields described in its docstring, where `help()` and IDEs show it; the texts
+    are the fields' help (`field(metadata={"help": ...})`), which the scripts' flags show too."""
+    lines = ["", "", "Args:"]
+    for f in mitp_fields():
+        lines.append(f"    {f.name} (`{_type_name(f.type)}`, defaults to `{f.default!r}`):")
+        lines += textwrap.wrap(f.metadata["help"], width=112, initial_indent=" " * 8, subsequent_indent=" " * 8,
+                               break_on_hyphens=False, break_long_words=False)  # fmt: skip
+    config.__doc__ = inspect.cleandoc(config.__doc__) + "\n".join(lines)
+    return config
+
+
+def _type_name(annotation: Any) -> str:
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+
+
+_documented(MITPConfig)

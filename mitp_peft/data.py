@@ -458,7 +458,10 @@ def _dataset(
         if image is None or not image.exists():
             if not allow_missing:
                 shown = "no image" if image is None else f"image {image} does not exist"
-                raise FileNotFoundError(f"{source}, {where}: {shown}.")
+                raise FileNotFoundError(
+                    f"{source}, {where}: {shown}. Give it, drop the row, or read with allow_missing=True (for an "
+                    "adapter with missing_modalities)."
+                )
             row["image"], absent["image"] = None, absent["image"] + 1
             continue
         if verify:

@@ -15,7 +15,7 @@ from torch import nn
 
 from .checks import require
 from .hub import Memory, Tokens, activate
-from .missing import Presence, presence
+from .missing import Presence, blank_absent, presence
 from .towers import Tower, TowerPair, TowerState, VisionTower
 
 
@@ -167,6 +167,9 @@ def encode(towers: TowerPair, adapter: nn.Module, inputs: dict, taken_at: Option
     check_inputs(inputs, towers.vision, aware)
     batch = batch_size(inputs)
     found = presence(inputs, aware, batch, *given(inputs))
+    if not found.complete:
+        inputs = blank_absent(inputs, found, {"image": ("pixel_values", CACHED_VISION_STATES),
+                                              "text": (CACHED_TEXT_STATES,)})  # fmt: skip
     text_layers, vision_layers = adapter.text_layers, adapter.vision_layers
     num_prompts = adapter.prompt_length
     if found.run_text:

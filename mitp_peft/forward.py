@@ -37,12 +37,11 @@ OWN_IGNORED = "_mitp_own_ignored_keys"
 OWN_ARGUMENTS = ("labels", "num_items_in_batch", "return_dict")
 
 
-def joint_signature(towers: TowerPair) -> inspect.Signature:
+def joint_arguments(towers: TowerPair) -> tuple[str, ...]:
     """The joint forward's parameters with this backbone: the towers' inputs, the cache inputs, labels."""
     names = dict.fromkeys(["input_ids", "pixel_values", *towers.text.input_names, *towers.vision.input_names])
     names.update(dict.fromkeys([*PRESENCE_INPUTS, *CACHE_INPUTS, *OWN_ARGUMENTS]))
-    keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    return inspect.Signature([inspect.Parameter(name, keyword, default=None) for name in names])
+    return tuple(names)
 
 
 def _forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -74,28 +73,50 @@ def install(model: nn.Module, tuner: BaseTuner, towers: TowerPair) -> None:
             "(del model.forward)."
         )
     original = type(model)
-    signature = joint_signature(towers)
+    state[TUNER] = tuner
+    state[ORIGINAL_CLASS] = original
+    state[OWN_IGNORED] = vars(model.config).get(IGNORED_AT_INFERENCE)
+    setattr(model.config, IGNORED_AT_INFERENCE, ["image_features", "text_features"])
+    model.__class__ = joint_class(original, joint_arguments(towers))
+    if hooked:
+        state[HOOKED_FORWARD] = model._old_forward
+        model._old_forward = MethodType(model.__class__.forward, model)
+        # accelerate's wrapper otherwise shows the original's signature
+        model.forward.__signature__ = inspect.signature(model._old_forward)
+
+
+def joint_class(original: type, names: tuple[str, ...]) -> type:
+    """The subclass of the backbone's class that MITP gives the backbone instance: `forward` is the joint forward,
+    with a signature of exactly `names`, the arguments it reads with this backbone."""
     function = _copy(_forward)
-    self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    function.__signature__ = signature.replace(parameters=[self_parameter, *signature.parameters.values()])
+    keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters = [inspect.Parameter(name, keyword, default=None) for name in names]
+    function.__signature__ = inspect.Signature([inspect.Parameter("self", keyword), *parameters])
     attributes = {
         "forward": function,
         "generate": _generate,
+        "__reduce_ex__": _reduce_ex,
         # Trainer passes num_items_in_batch (exact loss scaling under accumulation and DDP) to models that accept it.
         "accepts_loss_kwargs": True,
         "__module__": original.__module__,
         "__qualname__": original.__qualname__,
         "__doc__": original.__doc__,
     }
-    state[TUNER] = tuner
-    state[ORIGINAL_CLASS] = original
-    state[OWN_IGNORED] = vars(model.config).get(IGNORED_AT_INFERENCE)
-    setattr(model.config, IGNORED_AT_INFERENCE, ["image_features", "text_features"])
-    model.__class__ = type(original.__name__, (original,), attributes)
-    if hooked:
-        state[HOOKED_FORWARD] = model._old_forward
-        model._old_forward = MethodType(function, model)
-        model.forward.__signature__ = signature  # accelerate's wrapper otherwise shows the original's
+    return type(original.__name__, (original,), attributes)
+
+
+def _reduce_ex(self: nn.Module, protocol: int) -> tuple:
+    """Pickle the backbone as its own class plus the joint forward's arguments: the subclass itself cannot be found
+    by its name (it is made per backbone), so `torch.save(model)` and `copy` rebuild it on loading."""
+    names = tuple(inspect.signature(type(self).forward).parameters)[1:]
+    return _rebuild, (vars(self)[ORIGINAL_CLASS], names), self.__getstate__()
+
+
+def _rebuild(original: type, names: tuple[str, ...]) -> nn.Module:
+    """An empty backbone instance of MITP's subclass; pickle then restores its state (see `_reduce_ex`)."""
+    model = original.__new__(original)
+    model.__class__ = joint_class(original, names)
+    return model
 
 
 def tuner_installed_on(model: nn.Module) -> BaseTuner | None:

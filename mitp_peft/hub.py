@@ -223,10 +223,9 @@ class MemoryHub(nn.Module):
         other = translate(other)
         weights, cosines = cosine_attention(own, other, self.temperature, other_mask)
         read = weights @ other
-        present = None if other_present is None else other_present.to(own.dtype)[:, None, None]
-        if self.attention == "cross":
-            return own + (read if present is None else present * read)
-        gate = (1 + (weights * cosines).sum(dim=-1, keepdim=True)) / 2
-        if present is not None:
-            gate = gate * present
-        return standardize(own) + gate * standardize(read)
+        if self.attention == "gated":
+            read = (1 + (weights * cosines).sum(dim=-1, keepdim=True)) / 2 * standardize(read)
+        if other_present is not None:
+            # Selected, not multiplied by zero: whatever stands for an absent modality (NaN included) is not heard.
+            read = torch.where(other_present.to(read.device)[:, None, None], read, 0.0)
+        return own + read if self.attention == "cross" else standardize(own) + read

@@ -73,11 +73,17 @@ def presence(inputs: dict, aware: bool, batch: int, has_image: bool, has_text: b
     if not has_image and not has_text:
         raise ValueError("The batch holds neither images nor texts: give pixel_values, input_ids, or both.")
     if not aware:
-        raise ValueError(
-            "This batch has samples without an image or without a text, but this MITP adapter was created without "
-            "missing_modalities: it would compute them from placeholders it was never trained to ignore. Create the "
-            "adapter with MITPConfig(missing_modalities=True), or give every sample both."
+        unaware = (
+            "but this MITP adapter was created without missing_modalities: it would compute them from placeholders "
+            "it was never trained to ignore. Create the adapter with MITPConfig(missing_modalities=True), or give "
+            "every sample both."
         )
+        if not (has_image and has_text):
+            raise ValueError(f"This batch has samples without an image or without a text, {unaware}")
+        for name, mask in masks.items():
+            if mask is not None:  # masks that say every sample is complete are true, and change nothing
+                require(mask, f"{name} says a sample lacks its {name.split('_')[0]}, {unaware}")
+        return COMPLETE
     found = Presence(masks[IMAGE_PRESENT], masks[TEXT_PRESENT], has_image, has_text)
     device = next(m.device for m in (*masks.values(), inputs.get("input_ids"), inputs.get("pixel_values"))
                   if torch.is_tensor(m))  # fmt: skip
@@ -93,3 +99,17 @@ def presence(inputs: dict, aware: bool, batch: int, has_image: bool, has_text: b
             "(text_present False), or give its tokens.",
         )
     return found
+
+
+def blank_absent(inputs: dict, found: Presence, columns: dict[str, tuple[str, ...]]) -> dict:
+    """The inputs with zeros in the float inputs (`columns`: per modality, e.g. {"image": ("pixel_values",)}) of
+    samples that lack that modality: whatever stands in their place, NaN or inf included, never enters a tower, so
+    neither outputs nor gradients can carry it."""
+    blanked = dict(inputs)
+    for modality, mask in (("image", found.image), ("text", found.text)):
+        for name in columns[modality]:
+            value = inputs.get(name)
+            if mask is not None and torch.is_tensor(value) and value.is_floating_point():
+                keep = mask.to(value.device).reshape(-1, *[1] * (value.dim() - 1))
+                blanked[name] = torch.where(keep, value, 0.0)
+    return blanked

@@ -38,12 +38,22 @@ def check_names(names: Sequence[str], batch: int, configs: dict[str, MITPConfig]
     if unknown:
         raise ValueError(f"adapter_names names unknown adapter(s) {unknown}; this model has {sorted(configs)}.")
     used = list(dict.fromkeys(names))
-    spaces = {(configs[n].num_labels, configs[n].problem_type) for n in used}
-    if len(spaces) > 1:
-        shown = {n: (configs[n].num_labels, configs[n].problem_type) for n in used}
+    spaces = {n: (configs[n].num_labels, configs[n].problem_type) for n in used}
+    if len(set(spaces.values())) > 1:
         raise ValueError(
-            f"A mixed batch gives one logits tensor, so its adapters need one label space; these differ: {shown}. "
+            f"A mixed batch gives one logits tensor, so its adapters need one label space; these differ: {spaces}. "
             "Batch the samples of each label space apart."
+        )
+    named = [n for n in used if configs[n].id2label is not None]
+    other = next((n for n in named[1:] if configs[n].id2label != configs[named[0]].id2label), None)
+    if other is not None:
+        first, theirs = configs[named[0]].id2label, configs[other].id2label
+        index = next(i for i in sorted(first) if first[i] != theirs[i])
+        raise ValueError(
+            f"A mixed batch gives one logits tensor, whose columns mean one set of classes, but the adapters "
+            f"{named[0]!r} and {other!r} name them differently: class {index} is {first[index]!r} in one and "
+            f"{theirs[index]!r} in the other. Batch the samples of each adapter apart (set_adapter(name)), or give "
+            "the adapters the same id2label."
         )
     return used
 

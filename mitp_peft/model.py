@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Optional, Union
@@ -69,6 +70,10 @@ class MITPModel(BaseTuner):
         """
         config: MITPConfig = self.peft_config[adapter_name]
         towers, built_for = place(model, config)
+        path = config.base_model_name_or_path
+        if config.built_for is None and path and not os.path.isabs(path) and os.path.isdir(path):
+            # A local backbone named relative to where this process runs: record where it is, for any process.
+            config.base_model_name_or_path = os.path.abspath(path)
         if not hasattr(self, "mitp_adapters"):
             self.mitp_adapters = nn.ModuleDict()
         self.towers: TowerPair = towers
@@ -144,6 +149,12 @@ class MITPModel(BaseTuner):
         """
         inputs = dict(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
         if not self._mitp_enabled():
+            if labels is not None and not self.mitp_adapters:
+                raise ValueError(
+                    "This model has no MITP adapter left (the last one was deleted): it is the backbone itself, which "
+                    "has no classification head, so labels cannot give a loss. Add an adapter with "
+                    "model.add_adapter(name, MITPConfig(...)) (or load_adapter)."
+                )
             if labels is not None:
                 raise ValueError(
                     "With adapters disabled (model.disable_adapter()) the model is the backbone itself, which has no "
@@ -173,10 +184,10 @@ class MITPModel(BaseTuner):
             logits, features = self.mitp_adapters[self.active_adapter_name](self.towers, inputs)
             image_features, text_features = features.image_features, features.text_features
         else:
-            config = self.peft_config[names[0]]
             logits, image_features, text_features = mixed_forward(
                 self.towers, self.mitp_adapters, self.peft_config, inputs, names
             )
+            config = self.peft_config[names[0]]  # checked by mixed_forward: every adapter shares one label space
         if labels is not None and not torch.is_tensor(labels):
             labels = as_label_tensor(labels, config.label2id)
         loss = None
@@ -200,6 +211,12 @@ class MITPModel(BaseTuner):
         if adapter_names is None:
             yield
             return
+        if isinstance(adapter_names, str):
+            raise TypeError(
+                f"adapter_names takes one adapter name per sample, a list, got the string {adapter_names!r}. For one "
+                f"adapter on the whole batch call model.set_adapter({adapter_names!r}) and leave adapter_names out; "
+                f"for a mixed batch pass e.g. adapter_names=[{adapter_names!r}] * batch_size."
+            )
         if self.training:
             raise ValueError(
                 "Mixed-adapter batches (adapter_names) are for inference: call model.eval() first. Train each "
@@ -221,6 +238,11 @@ class MITPModel(BaseTuner):
     @property
     def active_adapter_name(self) -> str:
         """The one active adapter's name (MITP runs one adapter at a time)."""
+        if not self.mitp_adapters:
+            raise ValueError(
+                "This model has no MITP adapter (the last one was deleted): add one with model.add_adapter(name, "
+                "MITPConfig(...)) or model.load_adapter(path, adapter_name=name)."
+            )
         if len(self.active_adapters) != 1:
             raise ValueError(
                 f"MITP runs one adapter at a time, but {self.active_adapters} are active; call set_adapter(name)."
@@ -265,12 +287,8 @@ class MITPModel(BaseTuner):
         self._sync_trainability(self._trainable_active_adapters() if enabled else [])
 
     def delete_adapter(self, adapter_name: str) -> None:
-        if list(self.peft_config) == [adapter_name]:
-            raise ValueError(
-                f"'{adapter_name}' is this model's only MITP adapter: without it the PeftModel cannot run. Add "
-                "another adapter first (model.add_adapter(name, MITPConfig(...))), or call model.unload() to get the "
-                "backbone back without adapters."
-            )
+        """Delete an adapter; deleting the last one leaves no adapter active and the backbone's own forward, as peft
+        does for its own methods (`unload()` also removes the layer wrappers)."""
         super().delete_adapter(adapter_name)
         del self.mitp_adapters[adapter_name]
         self._sync_trainability(self._trainable_active_adapters())
@@ -284,6 +302,14 @@ class MITPModel(BaseTuner):
 
     def _check_merge_allowed(self) -> None:
         raise NotImplementedError(MERGE_REFUSAL)
+
+    def add_weighted_adapter(self, *args: Any, **kwargs: Any) -> None:
+        """peft's weighted combination of LoRA-like adapters: refused, naming why."""
+        raise NotImplementedError(
+            "MITP adapters cannot be combined with add_weighted_adapter: it sums weight deltas of LoRA-like adapters, "
+            "and an MITP adapter is prompts, a memory hub and a head, whose weighted sum is no adapter at all. Load "
+            "each adapter (load_adapter) and choose per call (set_adapter, or adapter_names for mixed batches)."
+        )
 
     def _unload_and_optionally_merge(self, merge: bool = True, **kwargs: Any) -> nn.Module:
         if merge:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Optional
 
+import torch
 from torch import nn
 
 from .config import DEFAULT_NUM_INTERACTION_LAYERS, MITPConfig
@@ -22,6 +23,7 @@ def place(model: nn.Module, config: MITPConfig) -> tuple[TowerPair, dict[str, An
         "parameters": sum(p.numel() for p in model.parameters()),
         "text": towers.text.describe(),
         "vision": towers.vision.describe(),
+        "fingerprint": fingerprint(model),
     }
     check_built_for(config, built_for, getattr(model, "name_or_path", None))
     for tower in towers:
@@ -81,6 +83,43 @@ def check_built_for(config: MITPConfig, built_for: dict[str, Any], base_model_na
             "shape: its prompts and head only fit weights like the ones they were trained with.",
             stacklevel=4,
         )
+    elif not same_weights(config.built_for.get("fingerprint"), built_for.get("fingerprint")):
+        warnings.warn(
+            f"This MITP adapter was trained on a backbone ({names[0] or 'unnamed'}) whose weights differ from this "
+            f"one's ({names[1] or 'unnamed'}), though both have the same shape: its prompts and head only fit the "
+            "weights they were trained with, so its outputs here mean little. Load it onto the backbone it was "
+            "trained on (mitp_peft.from_pretrained loads the one it names).",
+            stacklevel=4,
+        )
+
+
+FINGERPRINT_TENSORS, FINGERPRINT_VALUES = 8, 4
+
+
+def fingerprint(model: nn.Module) -> Optional[list[float]]:
+    """A cheap fingerprint of the backbone's weights: a few values at fixed places of a few weight matrices spread
+    over the model (32 numbers, read once when an adapter is created; matrices, because freshly initialized biases and
+    norms are alike in every model). None where the weights are not materialized (meta)."""
+    parameters = [p for p in model.parameters() if p.dim() >= 2]
+    if not parameters or any(p.is_meta for p in parameters):
+        return None
+    step = max(1, len(parameters) // FINGERPRINT_TENSORS)
+    values = []
+    for parameter in parameters[::step][:FINGERPRINT_TENSORS]:
+        flat = parameter.detach().reshape(-1)
+        places = torch.linspace(0, flat.numel() - 1, FINGERPRINT_VALUES, device=flat.device).long()
+        values.append(flat[places].float())
+    return [float(f"{value:.6g}") for value in torch.cat(values).tolist()]
+
+
+def same_weights(recorded: Optional[list[float]], here: Optional[list[float]]) -> bool:
+    """Whether two fingerprints come from the same weights, up to a cast to half precision (a backbone loaded in
+    bfloat16 is the same backbone). Unknown on either side counts as the same."""
+    if recorded is None or here is None:
+        return True
+    if len(recorded) != len(here):
+        return False
+    return torch.allclose(torch.tensor(here), torch.tensor(recorded), rtol=2e-2, atol=1e-6)
 
 
 def resolve_layers(config: MITPConfig, num_text_layers: int, num_vision_layers: int) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Optional, Union
 
+import numpy as np
 import torch
 from peft import PeftModel
 from transformers import AutoProcessor
 
-from .collator import MITPCollator
+from .collator import MITPCollator, text_is_absent
 
 
 def predict(
@@ -27,9 +29,13 @@ def predict(
     whose sigmoid probability reaches `threshold`. Each result is `{"labels": [names], "scores": [probabilities]}`,
     best first (at most `top_k` of them: the adapter's labels may be fewer). `processor` defaults to the base model's
     (`AutoProcessor` of `base_model_name_or_path`); the batches are made as `MITPCollator` makes them for training.
-    `images` are PIL images, arrays or a (N, 3, height, width) tensor; one image and one text (not in lists) give a
-    list of one result. An adapter created with `missing_modalities=True` also answers for images alone
-    (`texts=None`), texts alone (`images=None`), and lists with None in the places of what a pair lacks.
+    `images` are PIL images, arrays or tensors (one (3, height, width) image each, or a (N, 3, height, width) batch),
+    raw as a camera or a file gives them: integers in 0..255, or floats in 0..255 or in [0, 1] (floats in [0, 1] are
+    scaled to 0..255 first, with a warning, as the processor expects raw pixels). Normalized pixels (values outside
+    those ranges) are refused: call the model with `pixel_values` for those. One image and one text (not in lists)
+    give a list of one result. An adapter created with `missing_modalities=True` also answers for images alone
+    (`texts=None`), texts alone (`images=None`), and lists with None (or an empty text) in the places of what a pair
+    lacks.
     """
     if images is None and texts is None:
         raise ValueError("Give images, texts, or both.")
@@ -43,15 +49,30 @@ def predict(
     texts = [None] * len(images) if texts is None else list(texts)
     if len(images) != len(texts):
         raise ValueError(f"Give one text per image: got {len(images)} images and {len(texts)} texts.")
+    lacking = [i for i, (image, text) in enumerate(zip(images, texts, strict=True)) if image is None
+               or text_is_absent(text)]  # fmt: skip
+    empty = [i for i in lacking if images[i] is None and text_is_absent(texts[i])]
+    if empty:
+        raise ValueError(
+            f"Pair {empty[0]} has neither an image nor a text ({len(empty)} such pair(s)): there is nothing to "
+            "classify. Drop it from images and texts."
+        )
     config = model.active_peft_config
+    if lacking and not config.missing_modalities:
+        i = lacking[0]
+        raise ValueError(
+            f"Pair {i} has no {'image' if images[i] is None else 'text'} ({len(lacking)} pair(s) lack one), but this "
+            "adapter was created without missing_modalities: it was never trained to answer without both. Give "
+            "every pair both, or train an adapter with MITPConfig(missing_modalities=True)."
+        )
+    images = [None if image is None else _raw(image) for image in images]
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1 (the number of labels per result), got {top_k!r}.")
     if processor is None:
         if not config.base_model_name_or_path:
             raise ValueError("The adapter records no base model to take a processor from; pass processor=...")
         processor = AutoProcessor.from_pretrained(config.base_model_name_or_path)
-    missing = any(image is None for image in images) or any(text is None for text in texts)
-    collate = MITPCollator(processor, model.max_text_length, missing="mask" if missing else "error")
+    collate = MITPCollator(processor, model.max_text_length, missing="mask" if lacking else "error")
     id2label = config.id2label or {i: str(i) for i in range(config.num_labels)}
     multi_label = config.problem_type == "multi_label_classification"
     device = next(model.parameters()).device
@@ -71,6 +92,32 @@ def predict(
     finally:
         model.train(was_training)
     return results
+
+
+def _raw(image: Any) -> Any:
+    """An image as every processor takes it: PIL and integer arrays as they are; float arrays and tensors as uint8
+    (floats in [0, 1] scaled to 0..255 first, with a warning); normalized pixels refused."""
+    if not (torch.is_tensor(image) or isinstance(image, np.ndarray)):
+        return image
+    values = torch.as_tensor(image)
+    if not values.is_floating_point():
+        return image
+    low, high = values.min().item(), values.max().item()
+    if low < 0 or high > 255:
+        raise ValueError(
+            f"predict takes raw images (0..255, or floats in [0, 1]), but this one has values in [{low:.3g}, "
+            f"{high:.3g}]: it looks normalized already, and the processor would normalize it again. Pass the raw "
+            "image, or call the model with pixel_values=... yourself."
+        )
+    if high <= 1:
+        warnings.warn(
+            "predict got a float image with values in [0, 1]; it scales it to 0..255, as the processor expects "
+            "raw pixels (it divides by 255 itself). Pass uint8 images (or floats in 0..255) to silence this.",
+            stacklevel=3,
+        )
+        values = values * 255
+    converted = values.round().to(torch.uint8)
+    return converted.numpy() if isinstance(image, np.ndarray) else converted
 
 
 def _top_k(logits: torch.Tensor, k: int, id2label: dict[int, str]) -> list[dict[str, list]]:

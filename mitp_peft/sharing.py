@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
+from huggingface_hub import constants as hub_constants
 from peft import PeftConfig, PeftModel
-from safetensors import SafetensorError, safe_open
 from transformers import AutoModel
 
+from .adapter_files import check_adapter_folder
 from .model import tuner_of
 
 
@@ -43,7 +44,20 @@ def from_pretrained(
     """
     if Path(adapter).is_dir():
         check_adapter_folder(Path(adapter))
-    config = PeftConfig.from_pretrained(adapter)
+    try:
+        config = PeftConfig.from_pretrained(adapter)
+    except (OSError, ValueError) as error:
+        if Path(adapter).exists():
+            raise
+        if hub_constants.HF_HUB_OFFLINE:
+            raise OSError(
+                f"{adapter!r} is not a local folder, and the hub is offline (HF_HUB_OFFLINE is set), so it was not "
+                "looked up there. Give the folder of a saved adapter, or unset HF_HUB_OFFLINE to download it."
+            ) from error
+        raise OSError(
+            f"{adapter!r} is not a local folder, and the hub could not give it ({error}). Check the repository id "
+            "and your network (or pass a token for a private repository)."
+        ) from error
     base = base_model_name_or_path or config.base_model_name_or_path
     if not base:
         raise ValueError(
@@ -52,42 +66,19 @@ def from_pretrained(
     try:
         model = AutoModel.from_pretrained(base, **base_model_kwargs)
     except OSError as error:
+        tried = "" if os.path.isdir(base) else f" There is no folder {os.path.abspath(base)}, and as a hub id it "
+        tried += "could not be loaded." if tried else ""
         if base_model_name_or_path:
             raise OSError(
-                f"Could not load the base model {base!r} given as base_model_name_or_path ({error}). Give the folder "
-                "of a dual encoder saved with save_pretrained, or a hub id reachable from here."
+                f"Could not load the base model {base!r} given as base_model_name_or_path ({error}).{tried} Give the "
+                "folder of a dual encoder saved with save_pretrained, or a hub id reachable from here."
             ) from error
         raise OSError(
-            f"Could not load {base!r}, the base model of the adapter at {adapter!r}. Without hub access "
+            f"Could not load {base!r}, the base model of the adapter at {adapter!r}.{tried} Without hub access "
             "(HF_HUB_OFFLINE=1 or no network) it must be a local folder or already in the local cache: pass "
             "base_model_name_or_path='/path/to/the/base/model'."
         ) from error
     return PeftModel.from_pretrained(model, adapter, is_trainable=is_trainable)
-
-
-def check_adapter_folder(folder: Path) -> None:
-    """Refuse, naming the file and the fix, an adapter folder that peft would fail on with an unrelated error."""
-    config = folder / "adapter_config.json"
-    weights = folder / "adapter_model.safetensors"
-    if not config.is_file():
-        raise FileNotFoundError(
-            f"{folder} has no adapter_config.json: it is not a saved adapter (save_pretrained writes one)."
-        )
-    try:
-        json.loads(config.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config} is not valid JSON ({error}); save the adapter again.") from error
-    if not weights.is_file():
-        pickled = [p.name for p in folder.glob("adapter_model.bin")]
-        hint = " mitp-peft loads weights only from safetensors, never from pickled .bin files." if pickled else ""
-        raise FileNotFoundError(f"{folder} has no adapter_model.safetensors (the adapter's weights).{hint}")
-    try:
-        with safe_open(weights, "pt") as opened:
-            opened.keys()
-    except SafetensorError as error:
-        raise ValueError(
-            f"{weights} is truncated or not a safetensors file ({error}); copy or save the adapter again."
-        ) from error
 
 
 def push_to_hub(

@@ -55,6 +55,10 @@ def main(out_dir: str, plain: bool) -> None:
         with open(os.path.join(out_dir, "run.json"), "w") as f:
             json.dump({"losses": losses, "backbone_unchanged": unchanged, "world": world, "refused": refused}, f)
     if not plain:
+        # Every rank waits for the others before tearing down: a rank that destroys its gloo group while rank 0 still
+        # saves could leave a gloo thread running into interpreter exit, which aborts the process
+        # ("terminate called without an active exception").
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

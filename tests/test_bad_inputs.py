@@ -4,12 +4,13 @@ that names the problem (and the fix), or just works. Numbers in the test names f
 import copy
 import inspect
 import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from conftest import MAX_POSITIONS, make_inputs, pairs_file, picture, tiny_clip, tiny_clip_processor
-from families import build
+from families import build, family_inputs
 from huggingface_hub import ModelCard
 from peft import PeftModel, get_peft_model
 from PIL import Image
@@ -329,14 +330,27 @@ def test_trust_03_an_adapter_loads_completely_or_not_at_all(tmp_path):
         mitp_peft.from_pretrained(str(tmp_path / "short"), base_model_name_or_path=str(base))
 
 
-def test_trust_04_deleting_the_only_adapter_is_refused_with_the_ways_out(inputs):
+def test_deleting_the_last_adapter_leaves_the_backbone_as_peft_does_for_its_own_methods(inputs):
+    """peft's shared battery (tests/testing_common.py, _test_delete_adapter): the last adapter deletes, no adapter is
+    active, and the tuner then runs the backbone's own forward; a new adapter can be added after."""
+    bare = tiny_clip()
     model = mitp(tiny_clip())
-    with pytest.raises(ValueError, match=r"'default' is this model's only MITP adapter.*add_adapter.*unload\(\)"):
-        model.delete_adapter("default")
-    assert model(**inputs).logits.shape == (3, 3)  # still whole
     model.add_adapter("second", MITPConfig(num_labels=3))
     model.delete_adapter("default")
     assert model.active_adapters == ["second"] and model(**inputs).logits.shape == (3, 3)
+    model.delete_adapter("second")
+    assert "second" not in model.peft_config and model.active_adapters == []
+    assert len(model.base_model.mitp_adapters) == 0 and not any(p.requires_grad for p in model.parameters())
+    with torch.no_grad():
+        out, expected = model.base_model(**inputs), bare(**inputs)
+    assert torch.equal(out.logits_per_image, expected.logits_per_image)
+    with pytest.raises(ValueError, match=r"no MITP adapter left.*labels cannot give a loss.*add_adapter"):
+        model.base_model(**inputs, labels=LABELS)
+    with pytest.raises(ValueError, match=r"This model has no MITP adapter \(the last one was deleted\).*add_adapter"):
+        _ = model.base_model.max_text_length
+    model.add_adapter("third", MITPConfig(num_labels=3))
+    model.set_adapter("third")
+    assert model(**inputs).logits.shape == (3, 3)
 
 
 @pytest.mark.parametrize(
@@ -476,3 +490,89 @@ def test_confusing_submodules_are_reachable_from_the_package():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
     assert importlib.import_module("mitp_peft").extraction.cache_extraction
+
+
+def test_predict_takes_float_images_in_0_1_as_the_same_images_in_0_255(tmp_path):
+    model = mitp(tiny_clip(), id2label={0: "a", 1: "b", 2: "c"})
+    processor = tiny_clip_processor(tmp_path)
+    rng = np.random.default_rng(0)
+    raw = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2)] + [np.full((32, 32, 3), 255, np.uint8)]
+    texts = ["a", "b", "c"]
+    expected = mitp_peft.predict(model, raw, texts, processor=processor, top_k=3)
+    scaled = torch.stack([torch.from_numpy(image).permute(2, 0, 1).float() / 255 for image in raw])
+    with pytest.warns(UserWarning, match=r"float image with values in \[0, 1\]; it scales it to 0..255"):
+        got = mitp_peft.predict(model, scaled, texts, processor=processor, top_k=3)
+    for ours, theirs in zip(got, expected, strict=True):
+        assert ours["labels"] == theirs["labels"]
+        np.testing.assert_allclose(ours["scores"], theirs["scores"], atol=1e-4)
+    with pytest.raises(ValueError, match=r"values in \[-1, 1\]: it looks normalized already.*pixel_values"):
+        mitp_peft.predict(model, scaled * 2 - 1, texts, processor=processor)
+
+
+def test_predict_names_a_pair_with_neither_image_nor_text(tmp_path):
+    model = mitp(tiny_clip(), missing_modalities=True)
+    processor = tiny_clip_processor(tmp_path)
+    with pytest.raises(ValueError, match=r"Pair 0 has neither an image nor a text \(1 such pair\(s\)\).*Drop it"):
+        mitp_peft.predict(model, images=[None], texts=[None], processor=processor)
+    with pytest.raises(ValueError, match=r"Pair 1 has neither an image nor a text"):
+        mitp_peft.predict(model, images=[Image.new("RGB", (32, 32)), None], texts=["a", " "], processor=processor)
+
+
+def test_predict_treats_an_empty_text_as_missing(tmp_path):
+    processor = tiny_clip_processor(tmp_path)
+    image = Image.new("RGB", (32, 32), "red")
+    model = mitp(tiny_clip(), missing_modalities=True)
+    assert mitp_peft.predict(model, [image], [""], processor=processor) == mitp_peft.predict(
+        model, [image], None, processor=processor
+    )
+    unaware = mitp(tiny_clip())
+    with pytest.raises(ValueError, match=r"Pair 0 has no text \(1 pair\(s\) lack one\), but this adapter was created "
+                       r"without missing_modalities.*MITPConfig\(missing_modalities=True\)") as raised:  # fmt: skip
+        mitp_peft.predict(unaware, [image], [""], processor=processor)
+    assert "collator" not in str(raised.value)
+
+
+def test_raw_uint8_pixels_into_the_forward_are_warned_about():
+    model = mitp(tiny_clip()).eval()
+    inputs = make_inputs()
+    raw = (inputs["pixel_values"].clamp(0, 1) * 255).to(torch.uint8)
+    with pytest.warns(UserWarning, match=r"pixel_values are torch.uint8: raw pixels, not the normalized floats.*"
+                      r"processor"):  # fmt: skip
+        model(**dict(inputs, pixel_values=raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(**inputs)  # normalized floats: no word
+
+
+@pytest.mark.parametrize("name", ["clip", "vit+bert", "chinese_clip"])
+def test_a_padded_batch_without_its_attention_mask_gives_the_answer_it_gives_with_it(name):
+    torch.manual_seed(0)
+    model = get_peft_model(build(name), MITPConfig(num_labels=3)).eval()
+    inputs = family_inputs(name, lengths=(7, 4, 2))
+    assert (inputs["attention_mask"] == 0).any()  # padded
+    without = {k: v for k, v in inputs.items() if k != "attention_mask"}
+    with torch.no_grad():
+        torch.testing.assert_close(model(**without).logits, model(**inputs).logits, rtol=0, atol=1e-6)
+
+
+def test_an_unnamed_backbone_of_the_same_shape_with_other_weights_is_a_warning(tmp_path, inputs):
+    model = mitp(tiny_clip(seed=0))
+    model.save_pretrained(tmp_path)
+    with pytest.warns(
+        UserWarning,
+        match=r"trained on a backbone \(unnamed\) whose weights differ from this one's "
+        r"\(unnamed\), though both have the same shape.*Load it onto the backbone it was trained on",
+    ):
+        PeftModel.from_pretrained(tiny_clip(seed=1), tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        again = PeftModel.from_pretrained(tiny_clip(seed=0), tmp_path)  # its own weights: no word
+        PeftModel.from_pretrained(tiny_clip(seed=0).to(torch.bfloat16), tmp_path)  # the same weights, cast
+    assert torch.equal(again(**inputs).logits, model(**inputs).logits)
+
+
+def test_add_weighted_adapter_is_refused_with_the_reason():
+    model = mitp(tiny_clip())
+    model.add_adapter("second", MITPConfig(num_labels=3))
+    with pytest.raises(NotImplementedError, match=r"cannot be combined with add_weighted_adapter.*set_adapter"):
+        model.add_weighted_adapter(["default", "second"], [0.5, 0.5], "mix")

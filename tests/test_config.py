@@ -101,3 +101,20 @@ def test_a_live_adapters_config_pickles_without_its_model(base):
     again = pickle.loads(pickle.dumps(config))
     assert again.to_dict() == config.to_dict() and again.card_info == {"dataset": "food101"}
     assert "card_info" not in config.to_dict()  # adapter_config.json holds settings, not the card's notes
+
+
+def test_target_modules_are_refused_naming_the_fields_that_choose_the_layers():
+    with pytest.raises(ValueError, match=r"does not take target_modules \(got \['q_proj'\]\).*num_interaction_layers"
+                       r".*text_layers and vision_layers"):  # fmt: skip
+        MITPConfig(num_labels=2, target_modules=["q_proj"])
+
+
+def test_help_shows_every_field_with_its_description():
+    import pydoc
+
+    from mitp_peft.config import mitp_fields
+
+    shown = " ".join(pydoc.render_doc(MITPConfig, renderer=pydoc.plaintext).split())
+    for f in mitp_fields():
+        assert f"{f.name} (`" in shown
+        assert " ".join(f.metadata["help"].split()) in shown.replace(" | ", " ")

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 import torch
-from conftest import picture, tiny_clip_processor
+from conftest import pairs_file, picture, tiny_clip_processor
 from PIL import Image
 
 from mitp_peft.data import (
@@ -116,3 +116,18 @@ def test_collator_builds_model_inputs(tmp_path):
     assert multi["labels"].tolist() == [[1.0, 0.0, 0.0, 1.0]] and multi["labels"].dtype == torch.float32
     with pytest.raises(ValueError, match="num_labels"):
         MITPCollator(processor, max_text_length=6)([dict(image=image, text="x", labels=[0])])
+
+
+def test_the_collator_names_class_names_in_the_label_column_and_how_to_map_them(tmp_path):
+    processor = tiny_clip_processor(tmp_path)
+    rows = [dict(image=Image.new("RGB", (20, 30)), text="soup", label="soup")]
+    with pytest.raises(ValueError, match=r"label column holds class names such as 'soup'.*class_encode_column"):
+        MITPCollator(processor, max_text_length=6)(rows)
+
+
+@pytest.mark.parametrize("cell, shown", [("", "no image"), ("gone.png", "image .*gone.png does not exist")])
+def test_a_row_without_its_image_names_the_row_and_allow_missing(tmp_path, cell, shown):
+    train = pairs_file(tmp_path, "train.csv", ["a.png,a cat,cat", f"{cell},a dog,dog"])
+    with pytest.raises(FileNotFoundError, match=rf"train.csv, row 3: {shown}\. Give it, drop the row, or read with "
+                       r"allow_missing=True \(for an adapter with missing_modalities\)"):  # fmt: skip
+        load_pairs({"train": train}, image_column="path")

@@ -49,3 +49,25 @@ def test_predict_names_its_own_flag_when_the_base_model_is_unreachable(tmp_path)
     assert given.returncode == 2
     assert f"Could not load the base model '{tmp_path / 'nope'}' given as --base" in given.stderr
     assert "of the adapter" not in given.stderr
+
+
+def test_simulated_missingness_without_a_missing_aware_adapter_is_said_in_the_log(tmp_path, caplog):
+    from conftest import script_module, tiny_clip_processor
+
+    from mitp_peft.data import DataArguments, Splits
+
+    make_collator = script_module("examples/common.py").make_collator
+    splits = Splits(train=None, evaluation=None, label_names=["a", "b"], multi_label=False)
+    processor = tiny_clip_processor(tmp_path)
+    unaware = get_peft_model(tiny_clip(), MITPConfig(num_labels=2))
+    data = DataArguments(dataset="food101", missing_rate=0.5)
+    with caplog.at_level("WARNING"):
+        collator = make_collator(unaware, processor, splits, data)
+    assert collator.missing == "fill"
+    assert "--missing_rate 0.5 (--eval_missing_rate 0.5) without --missing_modalities" in caplog.text
+    assert "Add --missing_modalities" in caplog.text
+    caplog.clear()
+    aware = get_peft_model(tiny_clip(), MITPConfig(num_labels=2, missing_modalities=True))
+    with caplog.at_level("WARNING"):
+        assert make_collator(aware, processor, splits, data).missing == "mask"
+    assert "without --missing_modalities" not in caplog.text

@@ -90,6 +90,25 @@ def test_disable_adapter_is_the_backbone(name):
         assert torch.equal(a, b)
 
 
+def test_siglips_pooling_head_moves_in_its_last_bits_when_its_weights_are_frozen_not_when_adapters_are_disabled():
+    """Why a disabled SigLIP adapter differs from an *unfrozen* bare backbone by about 1e-7: torch's matmul folds a
+    transposed 3-D input by whether the weight requires grad (not by grad mode), and nn.MultiheadAttention (SigLIP's
+    attention-pooling head, batch first) transposes its inputs; peft freezes the backbone, as for every method. The
+    disabled path itself is the backbone's own forward: bit for bit a frozen copy's (the battery above)."""
+    inputs = family_inputs("siglip")
+    unfrozen, frozen = build("siglip"), build("siglip").requires_grad_(False)
+    with torch.no_grad():
+        gap = (unfrozen(**inputs).image_embeds - frozen(**inputs).image_embeds).abs().max()
+    assert 0 < gap < 1e-6
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(48, 4, batch_first=True)
+    query, keys = torch.randn(3, 1, 48), torch.randn(3, 17, 48)
+    with torch.no_grad():
+        before = mha(query, keys, keys)[0]
+        after = mha.requires_grad_(False)(query, keys, keys)[0]
+    assert 0 < (before - after).abs().max() < 1e-6
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_prompts_are_gone_before_pooling(name):
     """With the last layers prompt-free, their outputs have the original lengths: pooling (EOS, last token, CLS,

@@ -284,3 +284,31 @@ def test_the_family_battery_takes_texts_alone():
         texts = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         assert model(**texts).logits.shape == (3, 3), name
     assert set(FAMILIES) >= {"siglip2", "deit+roberta"}
+
+
+@pytest.mark.parametrize("filler", [float("nan"), float("inf")])
+@pytest.mark.parametrize("hub_attention", ["gated", "cross"])
+def test_what_stands_in_a_missing_images_place_never_reaches_outputs_or_gradients(filler, hub_attention):
+    model = aware(tiny_clip(), hub_attention=hub_attention)
+    inputs = dict(make_inputs(), image_present=torch.tensor([True, False, True]))
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        inputs["pixel_values"][1] = filler
+        logits = model(**inputs).logits
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+    model.train()
+    model(**inputs, labels=LABELS).loss.backward()
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    assert all(torch.isfinite(g).all() for g in gradients) and sum(g.abs().sum() for g in gradients) > 0
+
+
+def test_an_adapter_without_missing_modalities_takes_masks_that_say_every_sample_is_complete(inputs):
+    model = get_peft_model(tiny_clip(), MITPConfig(num_labels=3)).eval()
+    everyone = torch.ones(3, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs, image_present=everyone, text_present=everyone).logits,
+                           model(**inputs).logits)  # fmt: skip
+    with pytest.raises(ValueError, match=r"text_present says a sample lacks its text, but this MITP adapter was "
+                       r"created without missing_modalities.*MITPConfig\(missing_modalities=True\)"):  # fmt: skip
+        model(**inputs, image_present=everyone, text_present=torch.tensor([True, False, True]))

@@ -101,3 +101,30 @@ def test_pairs_asked_of_several_adapters_share_their_extraction():
     assert calls == [3]
     for index, name in enumerate(names):
         torch.testing.assert_close(mixed[index], alone(model, repeated, index, name), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (["nope", "default", "low"], r"unknown adapter\(s\) \['nope'\]; this model has \['default', 'low', 'short'\]"),
+        (["__base__", "default", "low"], r"holds '__base__'.*disable_adapter"),
+        (["__base__"] * 3, r"holds '__base__'.*disable_adapter"),
+        ("low", r"one adapter name per sample, a list, got the string 'low'.*set_adapter\('low'\)"),
+    ],
+)
+def test_adapter_names_that_cannot_be_used_are_named_whatever_their_position(names, message):
+    model = three_adapters(tiny_clip())
+    with pytest.raises((ValueError, TypeError), match=message):
+        model(**make_inputs(), adapter_names=names)
+
+
+def test_adapters_whose_labels_have_other_names_do_not_share_a_mixed_batch():
+    model = three_adapters(tiny_clip())
+    model.add_adapter("soups", MITPConfig(num_labels=3, id2label={0: "miso", 1: "ramen", 2: "pho"}))
+    model.add_adapter("cars", MITPConfig(num_labels=3, id2label={0: "miso", 1: "sedan", 2: "pho"}))
+    model.eval()
+    with pytest.raises(ValueError, match=r"'soups' and 'cars' name them differently: class 1 is 'ramen' in one and "
+                       r"'sedan' in the other.*same id2label"):  # fmt: skip
+        model(**make_inputs(), adapter_names=["soups", "cars", "soups"])
+    with torch.no_grad():  # an adapter without label names shares a batch with one that has them
+        assert model(**make_inputs(), adapter_names=["soups", "default", "soups"]).logits.shape == (3, 3)

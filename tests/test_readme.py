@@ -40,3 +40,22 @@ def test_every_python_block_runs(base_folder, food101, tmp_path, monkeypatch):
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "out" / "adapter" / "README.md").is_file()
     assert pushed == {"user/clip-mitp-food101": ["README.md", "adapter_config.json", "adapter_model.safetensors"]}
+
+
+def test_the_one_future_warning_of_creating_and_loading_comes_from_peft(tmp_path, recwarn):
+    import warnings
+
+    from conftest import make_inputs, tiny_clip
+    from peft import PeftModel, get_peft_model
+
+    from mitp_peft import MITPConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        model = get_peft_model(tiny_clip(), MITPConfig(num_labels=3))
+        model(**make_inputs())
+        model.save_pretrained(tmp_path)
+        PeftModel.from_pretrained(tiny_clip(), tmp_path)
+        future = [w for w in recwarn if issubclass(w.category, FutureWarning)]
+    assert future and all("is_gradient_checkpointing" in str(w.message) for w in future)
+    assert all("/peft/" in w.filename or "/transformers/" in w.filename for w in future)

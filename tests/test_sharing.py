@@ -169,3 +169,59 @@ def test_describe_training_needs_an_mitp_model(base_folder):
     model = adapter(base_folder)
     mitp_peft.describe_training(model.base_model, dataset="food101")  # the tuner itself works too
     assert model.peft_config["default"].card_info == {"dataset": "food101"}
+
+
+def test_a_pickled_model_unpickles_with_the_same_logits(base_folder, tmp_path):
+    import io
+
+    from conftest import make_inputs
+
+    model = adapter(base_folder).eval()
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=False)
+    inputs = make_inputs()
+    with torch.no_grad():
+        assert torch.equal(again(**inputs).logits, model(**inputs).logits)
+    backbone = again.get_base_model()
+    assert type(backbone).__name__ == "CLIPModel" and backbone._mitp_tuner is again.base_model
+    assert again.unload().__class__ is type(model.get_base_model()).__mro__[1]  # unload gives the plain class back
+
+
+def test_a_truncated_weights_file_is_named_on_pefts_own_loading_path(base_folder, tmp_path):
+    from peft import PeftModel
+    from transformers import CLIPModel
+
+    adapter(base_folder).save_pretrained(tmp_path)
+    weights = tmp_path / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"adapter_model.safetensors is truncated or not a safetensors file.*save "
+                       r"the adapter again"):  # fmt: skip
+        PeftModel.from_pretrained(CLIPModel.from_pretrained(base_folder), tmp_path)
+    weights.unlink()
+    torch.save({}, tmp_path / "adapter_model.bin")
+    with pytest.raises(
+        ValueError, match=r"adapter_model.bin, a pickle: mitp-peft loads weights only from safetensors"
+    ):
+        PeftModel.from_pretrained(CLIPModel.from_pretrained(base_folder), tmp_path)
+
+
+def test_an_adapter_id_that_is_no_folder_says_the_hub_is_offline():
+    with pytest.raises(OSError, match=r"'user/name' is not a local folder, and the hub is offline \(HF_HUB_OFFLINE is "
+                       r"set\).*unset HF_HUB_OFFLINE"):  # fmt: skip
+        mitp_peft.from_pretrained("user/name")
+
+
+def test_a_local_backbone_given_by_a_relative_path_is_recorded_absolute(base_folder, tmp_path, monkeypatch):
+    from transformers import CLIPModel
+
+    monkeypatch.chdir(base_folder.parent)
+    model = get_peft_model(CLIPModel.from_pretrained(f"./{base_folder.name}"), MITPConfig(num_labels=3))
+    assert model.peft_config["default"].base_model_name_or_path == str(base_folder.resolve())
+    model.save_pretrained(tmp_path / "adapter")
+    monkeypatch.chdir(tmp_path)  # predict.py from another folder finds the backbone
+    assert mitp_peft.from_pretrained(str(tmp_path / "adapter")).peft_config["default"].num_labels == 3
+    with pytest.raises(OSError, match=r"(?s)Could not load the base model 'gone/clip'.*There is no folder "
+                       r".*gone/clip, and as a hub id it could not be loaded"):  # fmt: skip
+        mitp_peft.from_pretrained(str(tmp_path / "adapter"), base_model_name_or_path="gone/clip")

@@ -7,6 +7,7 @@ hold no parameters and are never saved.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Optional
@@ -226,13 +227,23 @@ class TextTower(Tower):
         return self.embeddings(**{name: value for name, value in given.items() if value is not None})
 
     def state(self, hidden: torch.Tensor, inputs: dict) -> TowerState:
+        input_ids = inputs["input_ids"].to(hidden.device)
+        pooled = self.pooled_position(input_ids)
         attention_mask = inputs.get("attention_mask")
-        token_mask = None if attention_mask is None else attention_mask.to(device=hidden.device, dtype=torch.bool)
-        return TowerState(hidden, token_mask, self.pooled_position(inputs["input_ids"].to(hidden.device)))
+        if attention_mask is None:
+            return TowerState(hidden, self.implied_token_mask(input_ids, pooled), pooled)
+        return TowerState(hidden, attention_mask.to(device=hidden.device, dtype=torch.bool), pooled)
 
     @abstractmethod
     def pooled_position(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(batch,) the position the backbone pools."""
+
+    def implied_token_mask(self, input_ids: torch.Tensor, pooled: torch.Tensor) -> Optional[torch.Tensor]:
+        """Which tokens are real when the batch comes without an attention mask (None: all of them, as the tower
+        itself reads such a batch). MITP's prompts and hub read every token they are not told is padding, so a
+        family whose padding can be told from the ids says so here, and a padded batch gives the same answer with or
+        without its mask."""
+        return None
 
     def room(self, num_prompts: int) -> Optional[int]:
         """How many text tokens fit next to `num_prompts` prompts (None: no limit); tokenize with this length."""
@@ -284,6 +295,11 @@ class FirstTokenTextTower(TextTower):
     def pooled_position(self, input_ids: torch.Tensor) -> torch.Tensor:
         return torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
 
+    def implied_token_mask(self, input_ids: torch.Tensor, pooled: torch.Tensor) -> Optional[torch.Tensor]:
+        # BERT-like vocabularies keep a padding token that no text holds.
+        pad = self.config.pad_token_id
+        return None if pad is None else input_ids != pad
+
 
 class VisionTower(Tower):
     """A vision tower: embeds pixels into patch tokens; images set the length, so no room check."""
@@ -303,6 +319,14 @@ class VisionTower(Tower):
             raise ValueError(
                 f"pixel_values must have {self.pixel_ndim} dimensions, batch first, as the image processor returns "
                 f"them; got shape {tuple(pixel_values.shape)}."
+            )
+        if not pixel_values.is_floating_point():
+            warnings.warn(
+                f"pixel_values are {pixel_values.dtype}: raw pixels, not the normalized floats the image processor "
+                "gives; the towers read them as they are, which is not what they were trained on. Pass the images "
+                "through the backbone's processor (processor(images=..., return_tensors='pt')), or use "
+                "mitp_peft.predict.",
+                stacklevel=2,
             )
         channels = getattr(self.config, "num_channels", None)
         if self.pixel_ndim == 4 and channels and pixel_values.shape[1] != channels == pixel_values.shape[-1]:

@@ -21,6 +21,10 @@ class CLIPTextTower(TextTower):
             return ids.argmax(dim=-1)
         return (ids == self.config.eos_token_id).int().argmax(dim=-1)
 
+    def implied_token_mask(self, input_ids: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        # What follows the end token is padding: the tower's own causal attention never lets the end token see it.
+        return torch.arange(input_ids.shape[1], device=input_ids.device) <= pooled[:, None]
+
     def pool(self, state: TowerState, hidden: torch.Tensor) -> torch.Tensor:
         hidden = self.model.final_layer_norm(hidden)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), state.pool_index]
