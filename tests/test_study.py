@@ -87,3 +87,44 @@ def test_missing_modality_runs_are_scored_per_subset_and_bounded_by_what_the_tas
     assert missing.ceiling("either_or", "text") == pytest.approx(1.0)
     assert missing.ceiling("matching", "text") == pytest.approx(0.3 + 0.7 * 0.5)
     assert missing.ceiling("multi_label", "both") == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def easy_vqa():
+    return tasks.build_task("easy_vqa")
+
+
+def test_easy_vqa_tests_on_the_published_split_and_validates_on_training_images_set_aside(easy_vqa):
+    from mitp_bench import easy_vqa as reader
+
+    assert {split: len(rows) for split, rows in easy_vqa.items()} == {"train": 6000, "validation": 1000, "test": 9673}
+    texts, answers, image_ids = reader.questions("test")
+    test = easy_vqa["test"]
+    assert list(test["text"]) == texts and list(test["image_id"]) == image_ids
+    assert [reader.ANSWERS[label] for label in test["label"]] == answers
+    assert test.features["label"].names == list(reader.ANSWERS) == list(tasks.label_names("easy_vqa"))
+    train, validation = set(easy_vqa["train"]["image_id"]), set(easy_vqa["validation"]["image_id"])
+    assert not train & validation and len(validation) <= reader.VALIDATION_IMAGES
+    assert np.mean(np.array(test["label"]) == 0) == pytest.approx(0.373, abs=1e-3)  # the majority answer, "yes"
+    first = test[0]
+    assert np.asarray(first["image"]).shape == (64, 64, 3) and first["text"].endswith("?")
+
+
+def test_easy_vqa_keeps_the_first_questions_of_each_split_when_limited(easy_vqa):
+    limited = tasks.build_task("easy_vqa", limit={"train": 20, "validation": 10, "test": 5})
+    for split, size in (("train", 20), ("validation", 10), ("test", 5)):
+        assert list(limited[split]["text"]) == list(easy_vqa[split]["text"][:size])
+        assert list(limited[split]["image_id"]) == list(easy_vqa[split]["image_id"][:size])
+
+
+def test_colour_images_keep_their_colours_as_pixels():
+    from mitp_bench.sources import to_pixels
+
+    red = np.zeros((1, 64, 64, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    pixels = to_pixels(red, 56, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+    assert pixels.shape == (1, 3, 56, 56)
+    torch.testing.assert_close(pixels[0, 0], torch.ones(56, 56))  # resized: equal up to interpolation's rounding
+    torch.testing.assert_close(pixels[0, 1:], -torch.ones(2, 56, 56))
+    grey = to_pixels(np.full((1, 28, 28), 255, dtype=np.uint8), 42, [0.5] * 3, [0.5] * 3)
+    torch.testing.assert_close(grey, torch.ones(1, 3, 42, 42))

@@ -37,7 +37,7 @@ from torch import nn
 from transformers import AutoModel, AutoProcessor
 
 from mitp_bench.sources import to_pixels
-from mitp_bench.tasks import GRID_KINDS, build_task, class_names, image_scale, label_names, task_parts
+from mitp_bench.tasks import GRID_KINDS, build_task, class_names, image_size, label_names, task_parts
 from mitp_peft import MITPConfig, MITPHead, init_head_zero_shot, warm_start_head
 from mitp_peft.data import missing_pattern
 from mitp_peft.extraction import extract_states
@@ -116,14 +116,14 @@ class Data:
         return Data(self.task, self.kind, self.names, {name: part.first(size) for name, part in self.splits.items()})
 
 
-def load_data(task: str, processor: Any, seed: int = 0) -> Data:
+def load_data(task: str, processor: Any, seed: int = 0, limit: Optional[dict[str, int]] = None) -> Data:
     """The task's splits as tensors: pixels as the backbone's processor gives them (a grid at twice the item size),
-    tokens, labels."""
+    tokens, labels; `limit`: the first rows of each split it names (see `build_task`)."""
     kind, _ = task_parts(task)
     images = processor.image_processor
-    size = images.size["height"] * image_scale(task)
+    size = image_size(task, images.size["height"])
     splits = {}
-    for split, rows in build_task(task, seed=seed).items():
+    for split, rows in build_task(task, seed=seed, limit=limit).items():
         pixels = to_pixels(np.stack([np.asarray(image) for image in rows["image"]]), size, images.image_mean,
                            images.image_std)  # fmt: skip
         tokens = processor.tokenizer(list(rows["text"]), padding=True, return_tensors="pt")
@@ -144,7 +144,7 @@ def with_missing(data: Data, processor: Any, setting: dict) -> Data:
     train, validation, test): a blank image's pixels or the empty text's tokens in their place, and the masks
     `image_present` / `text_present`, which only a missing-aware model reads."""
     images = processor.image_processor
-    size = images.size["height"] * image_scale(data.task)
+    size = image_size(data.task, images.size["height"])
     blank = to_pixels(np.zeros((1, size, size), dtype=np.uint8), size, images.image_mean, images.image_std)
     splits = {}
     for seed, (name, part) in enumerate(data.splits.items()):

@@ -22,13 +22,15 @@ IMAGE_SIZE = 28
 
 
 def to_pixels(images: np.ndarray, size: int, mean: list[float], std: list[float]) -> torch.Tensor:
-    """uint8 grey images (N, H, W) as an image processor's pixel_values (N, 3, size, size): resized bilinearly where
-    `size` differs, then normalized. Saved processors do the same to PIL images, without the PIL round trips here."""
-    grey = torch.from_numpy(images.astype(np.float32)).div(255).unsqueeze(1)
-    if grey.shape[-1] != size:
-        grey = F.interpolate(grey, size=(size, size), mode="bilinear", align_corners=False)
+    """uint8 grey (N, H, W) or RGB (N, H, W, 3) images as an image processor's pixel_values (N, 3, size, size):
+    resized bilinearly where `size` differs, then normalized. Saved processors do the same to PIL images, without the
+    PIL round trips here."""
+    values = torch.from_numpy(images.astype(np.float32)).div(255)
+    values = values.unsqueeze(1) if values.dim() == 3 else values.permute(0, 3, 1, 2)
+    if values.shape[-1] != size:
+        values = F.interpolate(values, size=(size, size), mode="bilinear", align_corners=False)
     mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-    return (grey.expand(-1, 3, -1, -1) - mean) / std
+    return (values.expand(-1, 3, -1, -1) - mean) / std
 
 
 def minilm_path() -> str:

@@ -16,6 +16,8 @@ Kinds:
   which. Locating names an item of the grid and asks for its cell (4-way). One pooled vector of the grid must hold
   every item and its place, or the towers must talk.
 
+- `easy_vqa`, public data (`mitp_bench.easy_vqa`): questions about one coloured shape per image, 13 answers.
+
 Images:
 - animal silhouettes (PyPI animal-mnist), which the demo backbones never saw: the plain task names
   (`either_or`, `matching`, `multi_label`);
@@ -31,11 +33,13 @@ for the zero-shot rows of the benchmarks.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Optional
 
 import datasets
 import numpy as np
 from PIL import Image
 
+from mitp_bench import easy_vqa
 from mitp_bench.sources import ANIMAL_CLASSES, FASHION_CLASSES, load_animal_silhouettes, load_fashion_mnist
 
 PER_CLASS = {"train": 500, "validation": 50, "test": 250}
@@ -49,14 +53,15 @@ MATCHING_TEMPLATES = ("This is {}.", "A picture of {}.", "It shows {}.")
 MULTI_LABEL_TEMPLATES = ("Also seen: {}.", "Together with {}.", "{} also appeared.")
 NOTHING_ELSE = ("Nothing else was seen.", "It was alone.")
 MATCHING_LABELS = ("contradiction", "entailment")
-KINDS = ("either_or", "matching", "multi_label", "grid_matching", "grid_locating")
+KINDS = ("either_or", "matching", "multi_label", "grid_matching", "grid_locating", "easy_vqa")
 GRID_KINDS = ("grid_matching", "grid_locating")
 SOURCES: dict[str, tuple[tuple[str, ...], Callable[[], tuple[np.ndarray, np.ndarray]]]] = {
     "animals": (ANIMAL_CLASSES, load_animal_silhouettes),
     "fashion": (FASHION_CLASSES, lambda: load_fashion_mnist("test")),
 }
 TASKS = (
-    "either_or", "matching", "multi_label", "either_or_fashion", "matching_fashion", "grid_matching", "grid_locating"
+    "either_or", "matching", "multi_label", "either_or_fashion", "matching_fashion", "grid_matching", "grid_locating",
+    "easy_vqa",
 )  # fmt: skip
 
 
@@ -64,6 +69,8 @@ def task_parts(task: str) -> tuple[str, str]:
     """(kind, image source) of a task name."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task == "easy_vqa":
+        return task, task
     if task.endswith("_fashion") or task in GRID_KINDS:
         return task.removesuffix("_fashion"), "fashion"
     return task, "animals"
@@ -72,14 +79,20 @@ def task_parts(task: str) -> tuple[str, str]:
 def label_names(task: str) -> tuple[str, ...]:
     """The names of a task's labels."""
     kind, source = task_parts(task)
+    if kind == "easy_vqa":
+        return easy_vqa.ANSWERS
     if kind in ("matching", "grid_matching"):
         return MATCHING_LABELS
     return GRID_CELLS if kind == "grid_locating" else SOURCES[source][0]
 
 
-def image_scale(task: str) -> int:
-    """How many item widths an image of the task spans: 2 for the 2x2 grids, else 1."""
-    return 2 if task_parts(task)[0] in GRID_KINDS else 1
+def image_size(task: str, item_size: int) -> int:
+    """The pixels an image of the task is shown at, for a backbone that shows an item at `item_size`: twice that
+    for the 2x2 grids, easy-VQA's own size (see `mitp_bench.easy_vqa`)."""
+    kind = task_parts(task)[0]
+    if kind == "easy_vqa":
+        return easy_vqa.IMAGE_SIZE
+    return 2 * item_size if kind in GRID_KINDS else item_size
 
 
 def class_names(task: str) -> tuple[str, ...]:
@@ -111,10 +124,21 @@ def _shuffled(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, rng) 
     return images[indices], labels[indices]
 
 
-def build_task(task: str, seed: int = 0) -> datasets.DatasetDict:
+def build_task(task: str, seed: int = 0, limit: Optional[dict[str, int]] = None) -> datasets.DatasetDict:
     """The task as a DatasetDict of `image` (PIL), `text`, `named` and `label` (or `labels` for multi-label), the
-    layout of the package's data readers."""
+    layout of the package's data readers; `limit` keeps the first rows of each split it names."""
     kind, source = task_parts(task)
+    if kind == "easy_vqa":
+        return easy_vqa.build(seed, limit)
+    built = _built_task(task, kind, source, seed)
+    if not limit:
+        return built
+    return datasets.DatasetDict(
+        {split: rows.select(range(min(len(rows), limit.get(split, len(rows))))) for split, rows in built.items()}
+    )
+
+
+def _built_task(task: str, kind: str, source: str, seed: int) -> datasets.DatasetDict:
     names = SOURCES[source][0]
     rng = np.random.default_rng(seed + 1)
     if kind in GRID_KINDS:
