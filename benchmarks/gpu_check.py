@@ -10,7 +10,8 @@ Steps, each recorded with its time and outcome (a failing step is recorded and t
 2. CLIP ViT-B/16 and ViT-L/14 sizes (random weights), batch 32, bf16: train step time, peak memory and training
    throughput of MITP against the frozen no-grad forward, LoRA r=8 and full fine-tuning, and what torch.compile gives
    MITP (`benchmarks/efficiency.py`);
-3. a mixed batch over 4 adapters against one call per adapter (`benchmarks/serving.py`).
+3. four adapters in one call (fan-out, and a per-sample mixed batch) against one call per adapter
+   (`benchmarks/serving.py`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Serving several adapters of one backbone: one mixed batch (`adapter_names`) against one call per adapter.
+"""Serving several adapters of one backbone: fan-out and per-sample mixed batches against one call per adapter.
 
     python benchmarks/serving.py                      # CLIP ViT-B/16 size, 4 adapters, 32 pairs, this machine's CPU
     python benchmarks/serving.py --size tiny --steps 1   # seconds: checks the script itself
@@ -6,16 +6,17 @@
 Random weights (speed does not depend on them), inference (no grad), each time the median of --steps after a
 warm-up call, both sides of a ratio measured in the same run. Two ways a service meets several adapters:
 
-- *one adapter per pair* (requests of several customers): a mixed batch of the N pairs against one call per adapter
-  on its own pairs. The work is the same; what a mixed batch saves is the regrouping and the small batches.
-- *every adapter on every pair* (several tasks asked of the same pairs): a mixed batch of the N pairs once per
-  adapter (the extraction layers run once per distinct pair) against one call per adapter on all N pairs.
+- *every adapter on every pair* (several tasks asked of the same pairs): `model.fan_out(adapters=[...])` against
+  one call per adapter on all N pairs (`set_adapter`, then the model). The layers below the interaction layers run
+  once instead of once per adapter: with 4 of 12 layers per tower interacting and 4 adapters, at most about 2x.
+- *one adapter per pair* (requests of several customers): a mixed batch (`adapter_names=[...]`) of the N pairs
+  against one call per adapter on its own pairs. The work is the same; what a mixed batch saves is the regrouping
+  and the small batches.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import statistics
 import time
@@ -27,7 +28,6 @@ from efficiency import NUM_LABELS, build_backbone, make_batch
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig
-from mitp_peft.mixed import as_integers, distinct_rows
 
 
 def adapters(size: str, count: int, device: str, dtype: torch.dtype) -> torch.nn.Module:
@@ -54,23 +54,7 @@ def timed(call, steps: int, device: str) -> float:
     return statistics.median(times)
 
 
-def distinct_rows_by_fingerprint(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A candidate for `distinct_rows`, timed beside it: rows grouped by two fixed random projections of their bits
-    (`torch.unique` over 2 columns rather than over every value of an image), then checked bit for bit; the package
-    keeps `torch.unique` over whole rows until a GPU run shows which is faster."""
-    representative, inverse = distinct_rows(rows.to(torch.float64) @ _probe(rows.shape[1], rows.device))
-    if not torch.equal(rows[representative][inverse], rows):  # two different rows with one fingerprint
-        return distinct_rows(rows)
-    return representative, inverse
-
-
-@functools.cache
-def _probe(width: int, device: torch.device) -> torch.Tensor:
-    """The fingerprint's projections, made once per width and device: outside the timed grouping."""
-    return torch.rand(width, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(device)
-
-
-def measure(size: str, batch: int, count: int, steps: int, device: str, dtype: str) -> dict:
+def measure(size: str, batch: int, count: int, steps: int, device: str, dtype: str, onnx: bool = False) -> dict:
     torch_dtype = getattr(torch, dtype)
     model = adapters(size, count, device, torch_dtype)
     names = [f"a{i}" for i in range(count)]
@@ -84,44 +68,62 @@ def measure(size: str, batch: int, count: int, steps: int, device: str, dtype: s
             model(**{k: v[index[name]] for k, v in rows.items()})
 
     everything = {name: torch.arange(batch, device=device) for name in names}
-    repeated = {k: torch.cat([v] * count) for k, v in pairs.items()}
-    every = [name for name in names for _ in range(batch)]
     seconds = {
-        "one adapter per pair, mixed batch": timed(lambda: model(**pairs, adapter_names=own), steps, device),
-        "one adapter per pair, one call per adapter": timed(
-            lambda: one_call_per_adapter(pairs, groups), steps, device
-        ),
-        "every adapter on every pair, mixed batch": timed(
-            lambda: model(**repeated, adapter_names=every), steps, device
-        ),
+        "every adapter on every pair, one call": timed(lambda: model.fan_out(adapters=names, **pairs), steps, device),
         "every adapter on every pair, one call per adapter": timed(
             lambda: one_call_per_adapter(pairs, everything), steps, device
         ),
+        "one adapter per pair, one call": timed(lambda: model(**pairs, adapter_names=own), steps, device),
+        "one adapter per pair, one call per adapter": timed(
+            lambda: one_call_per_adapter(pairs, groups), steps, device
+        ),
     }
-    # Inside the second mixed batch: finding its repeated images (each pair's image comes once per adapter).
-    images = as_integers(repeated["pixel_values"].reshape(len(every), -1))
-    grouping_s = timed(lambda: distinct_rows(images), steps, device)
-    fingerprint_s = timed(lambda: distinct_rows_by_fingerprint(images), steps, device)
-    first_of_group = [r[i] for r, i in (distinct_rows(images), distinct_rows_by_fingerprint(images))]
-    if not torch.equal(*first_of_group):  # the same groups (their numbering may differ)
-        raise RuntimeError("the fingerprint grouping differs from torch.unique's")
-    answers = {"one adapter per pair": batch, "every adapter on every pair": batch * count}
+    ways = {"every adapter on every pair": ("fan-out", batch * count), "one adapter per pair": ("mixed", batch)}
     rows = []
-    for scenario, answered in answers.items():
-        mixed, separate = seconds[f"{scenario}, mixed batch"], seconds[f"{scenario}, one call per adapter"]
+    for scenario, (way, answered) in ways.items():
+        together, separate = seconds[f"{scenario}, one call"], seconds[f"{scenario}, one call per adapter"]
         rows.append(
             {
                 "scenario": scenario,
+                "way": way,
                 "answers": answered,
-                "mixed_s": mixed,
+                "one_call_s": together,
                 "separate_s": separate,
-                "mixed_per_s": answered / mixed,
+                "one_call_per_s": answered / together,
                 "separate_per_s": answered / separate,
-                "speedup": separate / mixed,
+                "speedup": separate / together,
             }
         )
-    return {"size": size, "batch": batch, "adapters": count, "device": device, "dtype": dtype, "rows": rows,
-            "grouping_s": grouping_s, "fingerprint_s": fingerprint_s}  # fmt: skip
+    result = {"size": size, "batch": batch, "adapters": count, "device": device, "dtype": dtype, "rows": rows}
+    if onnx:
+        result["onnx"] = onnx_against_eager(model, pairs, steps, device)
+    return result
+
+
+def onnx_against_eager(model: torch.nn.Module, pairs: dict, steps: int, device: str) -> dict:
+    """One adapter's inference on the pairs: the exported graph run by onnxruntime (CPU) against PyTorch eager."""
+    import tempfile
+
+    import onnxruntime
+
+    from mitp_peft import export_onnx
+
+    model.set_adapter("a0")
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        path = export_onnx(model, folder, example_inputs=pairs)
+        export_s = time.perf_counter() - started
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        feed = {name: pairs[name].float().cpu().numpy() if pairs[name].is_floating_point() else
+                pairs[name].cpu().numpy() for name in names}  # fmt: skip
+        onnx_s = timed(lambda: session.run(["logits"], feed), steps, "cpu")
+        with torch.no_grad():
+            eager = model(**pairs).logits.float().cpu()
+        difference = float((torch.from_numpy(session.run(["logits"], feed)[0]) - eager).abs().max())
+    eager_s = timed(lambda: model(**pairs), steps, device)
+    return {"export_s": export_s, "onnx_s": onnx_s, "eager_s": eager_s, "speedup": eager_s / onnx_s,
+            "max_difference": difference, "threads": torch.get_num_threads()}  # fmt: skip
 
 
 def markdown(result: dict, machine: str) -> str:
@@ -129,20 +131,22 @@ def markdown(result: dict, machine: str) -> str:
         f"**CLIP {result['size']} size, {result['adapters']} adapters, {result['batch']} pairs, {result['dtype']}, "
         f"{result['device']} ({machine}), {date.today()}**",
         "",
-        "| scenario | answers | mixed batch | answers/s | one call per adapter | answers/s | mixed / separate |",
+        "| scenario | answers | one call | answers/s | one call per adapter | answers/s | ratio |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(
-            f"| {r['scenario']} | {r['answers']} | {r['mixed_s']:.2f} s | {r['mixed_per_s']:.1f} "
+            f"| {r['scenario']} ({r['way']}) | {r['answers']} | {r['one_call_s']:.2f} s | {r['one_call_per_s']:.1f} "
             f"| {r['separate_s']:.2f} s | {r['separate_per_s']:.1f} | {r['speedup']:.2f}x |"
         )
-    grouping, every = result["grouping_s"], result["rows"][-1]["mixed_s"]
-    lines += [
-        "",
-        f"Finding the repeated images of the every-adapter batch (`distinct_rows`): {grouping:.3f} s of its "
-        f"{every:.2f} s; by fingerprint (the candidate): {result['fingerprint_s']:.3f} s.",
-    ]
+    if "onnx" in result:
+        o = result["onnx"]
+        lines += [
+            "",
+            f"One adapter, {result['batch']} pairs, float32 on the CPU: onnxruntime {o['onnx_s']:.2f} s, PyTorch "
+            f"eager {o['eager_s']:.2f} s ({o['speedup']:.2f}x; logits differ by at most {o['max_difference']:.1e}; "
+            f"the export took {o['export_s']:.0f} s).",
+        ]
     return "\n".join(lines)
 
 
@@ -155,10 +159,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--json", help="also write the result to this file")
+    parser.add_argument("--onnx", action="store_true", help="also time the ONNX export run by onnxruntime (CPU)")
     args = parser.parse_args()
     if args.batch % args.adapters:
         parser.error("--batch must be a multiple of --adapters")
-    result = measure(args.size, args.batch, args.adapters, args.steps, args.device, args.dtype)
+    if args.onnx and (args.device, args.dtype) != ("cpu", "float32"):
+        parser.error("--onnx compares onnxruntime and PyTorch on the CPU in float32")
+    result = measure(args.size, args.batch, args.adapters, args.steps, args.device, args.dtype, args.onnx)
     machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
     print(markdown(result, machine))
     if args.json:

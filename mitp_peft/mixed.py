@@ -1,10 +1,11 @@
-"""Batches whose samples use different adapters of one backbone (`model(**inputs, adapter_names=[...])`).
+"""Several adapters of one backbone in one call: per sample (`model(**inputs, adapter_names=[...])`, peft's
+convention) or every adapter on the whole batch (`model.fan_out(adapters=[...], **inputs)`).
 
 The layers below the first interaction layer see no prompt, so every adapter computes the same states there: they
-run once for the whole batch (up to the lowest first interaction layer among the batch's adapters), once per
-distinct text and distinct image (a batch that asks several adapters about the same pairs computes their shared
-part once), and each adapter runs only its interaction layers and the layers above, on its own samples. Each
-sample's output is what it gets alone with its adapter.
+run once for the whole batch (up to the lowest first interaction layer among the adapters), and each adapter runs
+only its interaction layers, the layers above and its head, on its own samples or on all of them. Nothing compares
+inputs: a caller who asks several adapters about the same pairs says so by fanning out. Each output is what its
+adapter gives alone.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import torch
 from torch import nn
 
 from .config import MITPConfig
-from .engine import CACHED_TEXT_STATES, CACHED_VISION_STATES, check_inputs, fit_text, tower_states
+from .engine import batch_size, check_inputs, extract_states, fit_text
+from .head import HeadInputs
 from .missing import PRESENCE_INPUTS
 from .towers import TowerPair
 
@@ -58,58 +60,52 @@ def check_names(names: Sequence[str], batch: int, configs: dict[str, MITPConfig]
     return used
 
 
-def distinct_states(towers: TowerPair, inputs: dict, taken_at: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """Both towers' states at `taken_at` for every sample, computed once per distinct text and per distinct image
-    (rows compared bit for bit)."""
-    batch = inputs["input_ids"].shape[0]
-    states = {}
-    for tower, first, name in zip(towers, taken_at, (CACHED_TEXT_STATES, CACHED_VISION_STATES), strict=True):
-        keys = [key for key in tower.input_names if torch.is_tensor(inputs.get(key)) and len(inputs[key]) == batch]
-        rows = torch.cat([as_integers(inputs[key].reshape(batch, -1)) for key in keys], dim=1)
-        representative, inverse = distinct_rows(rows)
-        distinct = {key: value[representative] if key in keys else value for key, value in inputs.items()}
-        states[name] = tower_states(tower, distinct, first)[inverse]
-    return states
+def check_fan_out(names: Sequence[str], configs: dict[str, MITPConfig]) -> list[str]:
+    """The adapters a fan-out runs, or an error naming what does not fit."""
+    if isinstance(names, str) or not names:
+        raise TypeError(
+            f"adapters takes a list of adapter names (one output each), got {names!r}. For one adapter call the "
+            "model itself (after set_adapter(name))."
+        )
+    names = list(names)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    unknown = sorted(set(names) - set(configs))
+    if repeated or unknown or BASE in names:
+        problem = f"repeats {repeated}" if repeated else f"names unknown adapter(s) {unknown or [BASE]}"
+        raise ValueError(f"adapters {problem}; this model has {sorted(configs)}, each listed at most once.")
+    return names
 
 
-def distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first row of each group of equal rows, and each row's group (`rows[representative][inverse] == rows`).
-    Its own function so that benchmarks/serving.py can time it: on a GPU, `torch.unique(dim=0)` over an image's
-    150,528 values per row is the suspected cost of mixed batches."""
-    _, inverse = torch.unique(rows, dim=0, return_inverse=True)
-    count = int(inverse.max()) + 1
-    order = torch.arange(len(rows), device=rows.device)
-    representative = torch.full((count,), len(rows), device=rows.device).scatter_reduce(0, inverse, order, "amin")
-    return representative, inverse
-
-
-def as_integers(values: torch.Tensor) -> torch.Tensor:
-    """The values' bits as int64, so that equal rows compare equal exactly (floats included)."""
-    if values.is_floating_point():
-        values = values.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[values.element_size()])
-    return values.to(torch.int64)
+def shared_inputs(
+    towers: TowerPair, adapters: nn.ModuleDict, inputs: dict, used: Sequence[str]
+) -> tuple[dict, tuple[int, int]]:
+    """The batch with both towers' states computed once at the lowest first interaction layers of `used` (the
+    layers below them see no prompt, so every adapter computes the same there), and those layers."""
+    masks = [name for name in PRESENCE_INPUTS if inputs.get(name) is not None]
+    if masks:
+        raise ValueError(
+            f"Batches for several adapters take complete samples; this one has {masks}. Run the samples that lack a "
+            "modality per adapter (set_adapter(name))."
+        )
+    check_inputs(inputs, towers.vision)
+    inputs = fit_text(inputs, towers.text, max(adapters[n].prompt_length for n in used))
+    taken_at = (min(adapters[n].text_layers[0] for n in used), min(adapters[n].vision_layers[0] for n in used))
+    shared = {**inputs, **extract_states(towers, inputs, *taken_at)}
+    shared.pop("pixel_values", None)
+    return shared, taken_at
 
 
 def mixed_forward(
     towers: TowerPair, adapters: nn.ModuleDict, configs: dict[str, MITPConfig], inputs: dict, names: Sequence[str]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits, pooled image features and pooled text features of a batch in which sample i uses adapter names[i]."""
-    masks = [name for name in PRESENCE_INPUTS if inputs.get(name) is not None]
-    if masks:
-        raise ValueError(
-            f"Mixed-adapter batches take complete samples; this one has {masks}. Run the samples that lack a "
-            "modality per adapter (set_adapter(name))."
-        )
-    check_inputs(inputs, towers.vision)
-    batch = inputs["input_ids"].shape[0]
+    """Logits, pooled image features and pooled text features of a batch in which sample i uses adapter names[i].
+    The layers below the interaction layers run once for the whole batch, whatever it repeats."""
+    batch = batch_size(inputs)
     used = check_names(names, batch, configs)
-    inputs = fit_text(inputs, towers.text, max(adapters[n].prompt_length for n in used))
-    taken_at = (min(adapters[n].text_layers[0] for n in used), min(adapters[n].vision_layers[0] for n in used))
-    shared = {**inputs, **distinct_states(towers, inputs, taken_at)}
-    shared.pop("pixel_values", None)
+    shared, taken_at = shared_inputs(towers, adapters, inputs, used)
     per_sample = [key for key, value in shared.items() if torch.is_tensor(value) and value.shape[:1] == (batch,)]
     outputs: list[torch.Tensor] = []
-    device = inputs["input_ids"].device
+    device = shared["input_ids"].device
     for name in used:
         index = torch.tensor([i for i, n in enumerate(names) if n == name], device=device)
         group = {key: value[index] if key in per_sample else value for key, value in shared.items()}
@@ -120,3 +116,13 @@ def mixed_forward(
         for whole, part in zip(outputs, parts, strict=True):
             whole[index] = part
     return tuple(outputs)
+
+
+def fan_out(
+    towers: TowerPair, adapters: nn.ModuleDict, configs: dict[str, MITPConfig], inputs: dict, names: Sequence[str]
+) -> dict[str, tuple[torch.Tensor, HeadInputs]]:
+    """Each named adapter's logits and head inputs for the whole batch: the layers below the interaction layers run
+    once, each adapter its interaction layers, the layers above and its head."""
+    used = check_fan_out(names, configs)
+    shared, taken_at = shared_inputs(towers, adapters, inputs, used)
+    return {name: adapters[name](towers, shared, taken_at) for name in used}

@@ -19,7 +19,7 @@ from .engine import CACHE_INPUTS
 from .head import MITPOutput, as_label_tensor, classification_loss
 from .layer import MERGE_REFUSAL, MITPLayer
 from .missing import PRESENCE_INPUTS
-from .mixed import mixed_forward
+from .mixed import fan_out, mixed_forward
 from .peft_type import MITP_PREFIX
 from .placement import place
 from .towers import TowerPair
@@ -70,10 +70,11 @@ class MITPModel(BaseTuner):
         """
         config: MITPConfig = self.peft_config[adapter_name]
         towers, built_for = place(model, config)
-        path = config.base_model_name_or_path
-        if config.built_for is None and path and not os.path.isabs(path) and os.path.isdir(path):
-            # A local backbone named relative to where this process runs: record where it is, for any process.
-            config.base_model_name_or_path = os.path.abspath(path)
+        if config.built_for is None:
+            # peft names the backbone in the first adapter's config only; a local one named relative to where this
+            # process runs is recorded where it is, for any process.
+            path = config.base_model_name_or_path or getattr(model, "name_or_path", None) or None
+            config.base_model_name_or_path = os.path.abspath(path) if path and os.path.isdir(path) else path
         if not hasattr(self, "mitp_adapters"):
             self.mitp_adapters = nn.ModuleDict()
         self.towers: TowerPair = towers
@@ -168,16 +169,7 @@ class MITPModel(BaseTuner):
                 "MITP's forward takes input_ids, pixel_values and attention_mask by position and the rest by name; "
                 f"got {len(args)} more positional argument(s)."
             )
-        accepted = set(self.towers.text.input_names) | set(self.towers.vision.input_names)
-        accepted |= set(CACHE_INPUTS) | set(PRESENCE_INPUTS)
-        unexpected = sorted(set(kwargs) - accepted)
-        if unexpected:
-            raise TypeError(
-                f"MITP's forward got unexpected argument(s) {unexpected}. With this backbone it takes "
-                f"{sorted(accepted)} and labels; the backbone's own outputs are available under "
-                "`with model.disable_adapter():`."
-            )
-        inputs.update(kwargs)
+        inputs.update(self._checked_inputs(kwargs))
         names = self._call_adapter_names
         if names is None:
             config = self.peft_config[self.active_adapter_name]
@@ -195,6 +187,45 @@ class MITPModel(BaseTuner):
             loss = classification_loss(logits, labels, config.problem_type, num_items_in_batch)
         output = MITPOutput(loss=loss, logits=logits, image_features=image_features, text_features=text_features)
         return output if return_dict is not False else output.to_tuple()
+
+    def _checked_inputs(self, given: dict) -> dict:
+        """The named inputs besides input_ids, pixel_values and attention_mask, or an error naming those MITP does
+        not read with this backbone."""
+        accepted = set(self.towers.text.input_names) | set(self.towers.vision.input_names)
+        accepted |= set(CACHE_INPUTS) | set(PRESENCE_INPUTS)
+        unexpected = sorted(set(given) - accepted)
+        if unexpected:
+            raise TypeError(
+                f"MITP's forward got unexpected argument(s) {unexpected}. With this backbone it takes "
+                f"{sorted(accepted)} and labels; the backbone's own outputs are available under "
+                "`with model.disable_adapter():`."
+            )
+        return given
+
+    def fan_out(
+        self,
+        adapters: Sequence[str],
+        input_ids: Optional[torch.Tensor] = None,
+        pixel_values: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        **kwargs: Any,
+    ) -> dict[str, MITPOutput]:
+        """Every named adapter's output for the whole batch, in one call: {adapter name: MITPOutput}.
+
+        For several adapters asked about the same pairs (several tasks on one photo and caption, or the same request
+        to every customer's adapter): the layers below the interaction layers run once, each adapter only its
+        interaction layers, the layers above and its head. Each output equals what its adapter gives alone
+        (`set_adapter(name)`, then the model). Takes the forward's inputs, complete pairs only, without labels.
+        """
+        inputs = dict(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        inputs.update(self._checked_inputs(kwargs))
+        outputs = fan_out(self.towers, self.mitp_adapters, self.peft_config, inputs, adapters)
+        return {
+            name: MITPOutput(
+                logits=logits, image_features=features.image_features, text_features=features.text_features
+            )
+            for name, (logits, features) in outputs.items()
+        }
 
     _call_adapter_names: Optional[list[str]] = None
     """The per-sample adapters of the call in progress (`adapter_names`), None for the active adapter alone."""
@@ -252,7 +283,11 @@ class MITPModel(BaseTuner):
     @property
     def max_text_length(self) -> Optional[int]:
         """The longest text (in tokens) that fits next to the active adapter's prompts; tokenize with this."""
-        return self.towers.text.room(self.mitp_adapters[self.active_adapter_name].prompt_length)
+        return self.text_room([self.active_adapter_name])
+
+    def text_room(self, adapters: Sequence[str]) -> Optional[int]:
+        """The longest text (in tokens) that fits next to the prompts of each of `adapters` (None: no limit)."""
+        return self.towers.text.room(max(self.mitp_adapters[name].prompt_length for name in adapters))
 
     # ----------------------------------------------------------------------------------- adapters and training
 

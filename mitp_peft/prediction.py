@@ -22,8 +22,11 @@ def predict(
     top_k: int = 1,
     threshold: float = 0.5,
     batch_size: int = 32,
-) -> list[dict[str, list]]:
-    """Classify each (image, text) pair with the active MITP adapter.
+    adapters: Optional[Sequence[str]] = None,
+) -> Union[list[dict[str, list]], dict[str, list[dict[str, list]]]]:
+    """Classify each (image, text) pair with the active MITP adapter, or with each of `adapters` in one pass
+    (`{adapter name: results}`; see `MITPModel.fan_out`: the layers below the interaction layers run once; texts are
+    truncated to what fits next to the longest prompts among them).
 
     Single-label adapters give the `top_k` labels by softmax probability; multi-label adapters give every label
     whose sigmoid probability reaches `threshold`. Each result is `{"labels": [names], "scores": [probabilities]}`,
@@ -58,6 +61,11 @@ def predict(
             "classify. Drop it from images and texts."
         )
     config = model.active_peft_config
+    if lacking and adapters is not None:
+        raise ValueError(
+            f"Pair {lacking[0]} lacks its {'image' if images[lacking[0]] is None else 'text'}: answers from several "
+            "adapters at once take complete pairs. Predict the pairs that lack a modality with each adapter alone."
+        )
     if lacking and not config.missing_modalities:
         i = lacking[0]
         raise ValueError(
@@ -72,26 +80,35 @@ def predict(
         if not config.base_model_name_or_path:
             raise ValueError("The adapter records no base model to take a processor from; pass processor=...")
         processor = AutoProcessor.from_pretrained(config.base_model_name_or_path)
-    collate = MITPCollator(processor, model.max_text_length, missing="mask" if lacking else "error")
-    id2label = config.id2label or {i: str(i) for i in range(config.num_labels)}
-    multi_label = config.problem_type == "multi_label_classification"
+    names = [model.active_adapter] if adapters is None else list(adapters)
+    room = model.text_room(names) if adapters is not None else model.max_text_length
+    collate = MITPCollator(processor, room, missing="mask" if lacking else "error")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    results = []
+    results: dict[str, list] = {name: [] for name in names}
     try:
         for start in range(0, len(texts), batch_size):
             rows = [
                 {"image": i, "text": t}
                 for i, t in zip(images[start : start + batch_size], texts[start : start + batch_size], strict=True)
             ]
-            batch = collate(rows)
+            batch = {k: v.to(device) for k, v in collate(rows).items()}
             with torch.no_grad():
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-            results += _multi_label(logits, threshold, id2label) if multi_label else _top_k(logits, top_k, id2label)
+                outputs = {names[0]: model(**batch)} if adapters is None else model.fan_out(adapters, **batch)
+            for name, output in outputs.items():
+                results[name] += _answers(output.logits.float(), model.peft_config[name], top_k, threshold)
     finally:
         model.train(was_training)
-    return results
+    return results[names[0]] if adapters is None else results
+
+
+def _answers(logits: torch.Tensor, config: Any, top_k: int, threshold: float) -> list[dict[str, list]]:
+    """Label names and scores from an adapter's logits: its top k, or every label over the threshold."""
+    id2label = config.id2label or {i: str(i) for i in range(config.num_labels)}
+    if config.problem_type == "multi_label_classification":
+        return _multi_label(logits, threshold, id2label)
+    return _top_k(logits, top_k, id2label)
 
 
 def _raw(image: Any) -> Any:

@@ -44,8 +44,8 @@ def test_the_gpu_check_runs_end_to_end_in_smoke_mode(tmp_path):
     table = (tmp_path / "gpu_check.md").read_text()
     for method in rows:
         assert f"| {efficiency.DESCRIPTIONS[method]} |" in table, method
-    for line in ("MITP training throughput >= 1.5x lora's", "| one adapter per pair | 4 |",
-                 "| every adapter on every pair | 16 |", "Finding the repeated images"):  # fmt: skip
+    for line in ("MITP training throughput >= 1.5x lora's", "| one adapter per pair (mixed) | 4 |",
+                 "| every adapter on every pair (fan-out) | 16 |"):  # fmt: skip
         assert line in table, line
 
 

@@ -88,19 +88,54 @@ def test_a_mixed_batch_gives_the_loss_of_its_samples():
     assert model.active_adapters == ["default"]  # the call leaves the active adapter as it was
 
 
-def test_pairs_asked_of_several_adapters_share_their_extraction():
-    """The same three pairs for each of three adapters: the extraction layers see three images, once."""
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_fan_out_gives_each_adapter_what_it_gives_alone(name):
+    model = three_adapters(build(name))
+    inputs = family_inputs(name, lengths=(7, 5, 3, 6))
+    with torch.no_grad():
+        outputs = model.fan_out(adapters=["short", "default", "low"], **inputs)
+    assert list(outputs) == ["short", "default", "low"]
+    for adapter, output in outputs.items():
+        model.base_model.set_adapter(adapter)
+        with torch.no_grad():
+            alone = model(**inputs)
+        torch.testing.assert_close(output.logits, alone.logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(output.image_features, alone.image_features, rtol=1e-4, atol=1e-5)
+    assert (outputs["default"].logits - outputs["low"].logits).abs().max() > 1e-2  # the adapters really differ
+
+
+def test_fan_out_runs_the_extraction_layers_once_and_compares_no_inputs(monkeypatch):
+    """Three pairs for each of three adapters: the extraction layers see three images, once. A per-sample batch that
+    repeats its pairs is computed once below the interaction layers too, whatever it repeats: nothing looks for
+    the repeats (no comparison of images)."""
     model = three_adapters(tiny_clip())
     inputs = make_inputs(batch=3)
-    repeated = {k: torch.cat([v] * 3) for k, v in inputs.items()}
-    names = ["default"] * 3 + ["low"] * 3 + ["short"] * 3
     calls = []
     model.base_model.towers.vision.layers[0].register_forward_hook(lambda m, a, out: calls.append(a[0].shape[0]))
+    monkeypatch.setattr(torch, "unique", lambda *a, **k: pytest.fail("inputs were compared"))
     with torch.no_grad():
+        fanned = model.fan_out(adapters=["default", "low", "short"], **inputs)
+        assert calls == [3]
+        repeated = {k: torch.cat([v] * 3) for k, v in inputs.items()}
+        names = ["default"] * 3 + ["low"] * 3 + ["short"] * 3
         mixed = model(**repeated, adapter_names=names).logits
-    assert calls == [3]
-    for index, name in enumerate(names):
-        torch.testing.assert_close(mixed[index], alone(model, repeated, index, name), rtol=1e-4, atol=1e-5)
+    assert calls == [3, 9]
+    torch.testing.assert_close(mixed, torch.cat([fanned[n].logits for n in ("default", "low", "short")]))
+
+
+def test_what_a_fan_out_cannot_take_is_named():
+    model = three_adapters(tiny_clip())
+    inputs = make_inputs()
+    with pytest.raises(TypeError, match=r"adapters takes a list of adapter names.*got 'low'"):
+        model.fan_out(adapters="low", **inputs)
+    with pytest.raises(ValueError, match=r"adapters repeats \['low'\]; this model has"):
+        model.fan_out(adapters=["low", "low"], **inputs)
+    with pytest.raises(ValueError, match=r"adapters names unknown adapter\(s\) \['nope'\]"):
+        model.fan_out(adapters=["low", "nope"], **inputs)
+    with pytest.raises(ValueError, match=r"complete samples; this one has \['image_present'\]"):
+        model.fan_out(adapters=["low"], **inputs, image_present=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(TypeError, match=r"unexpected argument\(s\) \['labels'\]"):
+        model.fan_out(adapters=["low"], **inputs, labels=torch.tensor([0, 1, 2]))
 
 
 @pytest.mark.parametrize(

@@ -225,3 +225,24 @@ def test_a_local_backbone_given_by_a_relative_path_is_recorded_absolute(base_fol
     with pytest.raises(OSError, match=r"(?s)Could not load the base model 'gone/clip'.*There is no folder "
                        r".*gone/clip, and as a hub id it could not be loaded"):  # fmt: skip
         mitp_peft.from_pretrained(str(tmp_path / "adapter"), base_model_name_or_path="gone/clip")
+
+
+def test_predict_answers_for_several_adapters_in_one_pass(base_folder):
+    model = adapter(base_folder)
+    model.add_adapter("tags", MITPConfig(num_labels=2, id2label={0: "indoor", 1: "outdoor"}, prompt_length=12))
+    model.add_adapter("flags", MITPConfig(num_labels=3, problem_type="multi_label_classification"))
+    pictures, texts = images(3), ["a cat", "a dog", "a cow"]  # short enough for every adapter's prompts
+    both = mitp_peft.predict(model, pictures, texts, top_k=2, threshold=0.0, adapters=["default", "tags", "flags"])
+    assert list(both) == ["default", "tags", "flags"]
+    for name in both:
+        model.set_adapter(name)
+        alone = mitp_peft.predict(model, pictures, texts, top_k=2, threshold=0.0)
+        assert [r["labels"] for r in both[name]] == [r["labels"] for r in alone]
+        for ours, theirs in zip(both[name], alone, strict=True):
+            assert ours["scores"] == pytest.approx(theirs["scores"], abs=1e-5)
+    assert {label for result in both["tags"] for label in result["labels"]} <= {"indoor", "outdoor"}
+    assert all(len(result["labels"]) == 3 for result in both["flags"])  # multi-label, every score over 0.0
+    with pytest.raises(
+        ValueError, match=r"Pair 1 lacks its text: answers from several adapters at once take complete"
+    ):
+        mitp_peft.predict(model, pictures[:2], ["a", None], adapters=["default", "tags"])
