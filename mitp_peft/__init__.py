@@ -8,6 +8,7 @@ import importlib
 
 from .adapter import MITPAdapter
 from .config import MITPConfig
+from .export import export_onnx
 from .head import MITPHead, MITPOutput
 from .hub import MemoryHub
 from .layer import MITPLayer
@@ -42,6 +43,7 @@ __all__ = [
     "MITPOutput",
     "MemoryHub",
     "describe_training",
+    "export_onnx",
     "from_pretrained",
     "init_head_zero_shot",
     "predict",
