@@ -5,6 +5,7 @@ stayed as it was, and the adapter (saved from the shards, rank 0) to OUT_DIR.
     python -m torch.distributed.run --nproc_per_node 2 tests/fsdp_run.py OUT_DIR
 """
 
+import gc
 import json
 import os
 import sys
@@ -55,10 +56,13 @@ def main(out_dir: str, plain: bool) -> None:
         with open(os.path.join(out_dir, "run.json"), "w") as f:
             json.dump({"losses": losses, "backbone_unchanged": unchanged, "world": world, "refused": refused}, f)
     if not plain:
-        # Every rank waits for the others before tearing down: a rank that destroys its gloo group while rank 0 still
-        # saves could leave a gloo thread running into interpreter exit, which aborts the process
-        # ("terminate called without an active exception").
+        # Tear down in order, while the interpreter is whole: every rank done with its collectives (rank 0 saves
+        # last), the sharded model and what it holds of gloo's work released, then the group. Gloo's worker threads
+        # still holding work (with tensors) when the interpreter finalizes abort the process ("terminate called
+        # without an active exception", SIGABRT).
         torch.distributed.barrier()
+        del model, optimizer, loss
+        gc.collect()
         torch.distributed.destroy_process_group()
 
 
