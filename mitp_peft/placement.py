@@ -107,7 +107,8 @@ def fingerprint(model: nn.Module) -> Optional[list[float]]:
     values = []
     for parameter in parameters[::step][:FINGERPRINT_TENSORS]:
         flat = parameter.detach().reshape(-1)
-        places = torch.linspace(0, flat.numel() - 1, FINGERPRINT_VALUES, device=flat.device).long()
+        # Integer arithmetic: float positions round past the last element of tensors over 2**24 values.
+        places = torch.arange(FINGERPRINT_VALUES, device=flat.device) * (flat.numel() - 1) // (FINGERPRINT_VALUES - 1)
         values.append(flat[places].float())
     return [float(f"{value:.6g}") for value in torch.cat(values).tolist()]
 

@@ -576,3 +576,14 @@ def test_add_weighted_adapter_is_refused_with_the_reason():
     model.add_adapter("second", MITPConfig(num_labels=3))
     with pytest.raises(NotImplementedError, match=r"cannot be combined with add_weighted_adapter.*set_adapter"):
         model.add_weighted_adapter(["default", "second"], [0.5, 0.5], "mix")
+
+
+def test_the_weights_fingerprint_reads_the_last_value_of_tensors_too_large_for_float_positions():
+    from mitp_peft.placement import fingerprint
+
+    side = 2**12 + 1  # 16,785,409 values: float32 positions round past the last one
+    weights = torch.nn.Linear(side, side, bias=False).requires_grad_(False)
+    with torch.no_grad():
+        weights.weight.zero_()
+        weights.weight[-1, -1] = 7.0
+    assert fingerprint(weights) == [0.0, 0.0, 0.0, 7.0]
