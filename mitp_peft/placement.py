@@ -40,7 +40,7 @@ def default_widths(text_width: int) -> tuple[int, int]:
 
     On CLIP ViT-L/14 (text width 768) that is 256, and the adapter, its head reading the hub memory, has the paper's
     budget of about 2.0M parameters (2,066,277 with 101 classes); on smaller backbones it shrinks with them, staying
-    under 1% of them. The head was half the text width before 0.4, when it did not read the memory.
+    under 1% of them.
     """
     width = max(1, round(text_width / 3))
     return width, width

@@ -1,5 +1,5 @@
 """Bad inputs at every seam with peft, transformers, accelerate and the user's data: each is refused with a message
-that names the problem (and the fix), or just works. Numbers in the test names follow the items of the issue."""
+that names the problem (and the fix), or just works."""
 
 import copy
 import inspect
@@ -27,16 +27,16 @@ def mitp(base, **kwargs):
     return get_peft_model(base, MITPConfig(num_labels=3, **kwargs))
 
 
-# ---- 1. an adapter on another backbone of equal widths
+# ---- an adapter on another backbone of equal widths
 
 
-def test_01_deeper_backbone_of_equal_widths_is_refused(tmp_path):
+def test_deeper_backbone_of_equal_widths_is_refused(tmp_path):
     mitp(tiny_clip(num_hidden_layers=4)).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"text: 4 layers, width 32, 24 positions \(adapter\) vs 5 layers"):
         PeftModel.from_pretrained(tiny_clip(), tmp_path)
 
 
-def test_01_other_patching_of_equal_widths_and_depth_is_refused(tmp_path):
+def test_other_patching_of_equal_widths_and_depth_is_refused(tmp_path):
     """CLIP ViT-B/32 against B/16, in small: same widths and depths, other patches."""
     mitp(tiny_clip()).save_pretrained(tmp_path)
     other = tiny_clip()
@@ -46,7 +46,7 @@ def test_01_other_patching_of_equal_widths_and_depth_is_refused(tmp_path):
         PeftModel.from_pretrained(other, tmp_path)
 
 
-def test_01_same_shape_under_another_name_is_a_warning(tmp_path, inputs):
+def test_same_shape_under_another_name_is_a_warning(tmp_path, inputs):
     model = mitp(tiny_clip())
     model.peft_config["default"].base_model_name_or_path = "org/clip-a"
     model.save_pretrained(tmp_path)
@@ -57,10 +57,10 @@ def test_01_same_shape_under_another_name_is_a_warning(tmp_path, inputs):
     assert torch.equal(again(**inputs).logits, model(**inputs).logits)
 
 
-# ---- 2. a backbone whose forward is already an instance attribute
+# ---- a backbone whose forward is already an instance attribute
 
 
-def test_02_accelerate_hooks_run_around_mitps_forward_and_stay_after_unload(inputs):
+def test_accelerate_hooks_run_around_mitps_forward_and_stay_after_unload(inputs):
     from accelerate.hooks import ModelHook, add_hook_to_module
 
     class Counting(ModelHook):
@@ -82,14 +82,14 @@ def test_02_accelerate_hooks_run_around_mitps_forward_and_stay_after_unload(inpu
     assert type(plain) is CLIPModel
 
 
-def test_02_another_instance_forward_is_refused_naming_it():
+def test_another_instance_forward_is_refused_naming_it():
     base = tiny_clip()
     base.forward = lambda **kwargs: None
     with pytest.raises(ValueError, match=r"forward was replaced on the instance .*by something other than accelerate"):
         mitp(base)
 
 
-def test_02_unload_restores_exactly_the_backbone_class_and_forward(inputs):
+def test_unload_restores_exactly_the_backbone_class_and_forward(inputs):
     base = tiny_clip()
     model = mitp(base)
     assert type(base) is not CLIPModel and type(base).__name__ == "CLIPModel" and isinstance(base, CLIPModel)
@@ -98,7 +98,7 @@ def test_02_unload_restores_exactly_the_backbone_class_and_forward(inputs):
     assert not [name for name in vars(plain) if name.startswith("_mitp")]
 
 
-# ---- 3. the installed forward's signature names every input the towers read
+# ---- the installed forward's signature names every input the towers read
 
 
 @pytest.mark.parametrize(
@@ -109,7 +109,7 @@ def test_02_unload_restores_exactly_the_backbone_class_and_forward(inputs):
         ("clip", {"position_ids", "interpolate_pos_encoding"}),
     ],
 )
-def test_03_trainer_keeps_every_column_the_towers_read(name, expected, tmp_path):
+def test_trainer_keeps_every_column_the_towers_read(name, expected, tmp_path):
     model = mitp(build(name))
     trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
     trainer._set_signature_columns_if_needed()
@@ -121,26 +121,26 @@ def test_03_trainer_keeps_every_column_the_towers_read(name, expected, tmp_path)
     assert trainer.model_accepts_loss_kwargs
 
 
-# ---- 4. labels of your own pairs
+# ---- labels of your own pairs
 
 
-def test_04_numeric_labels_keep_numeric_order(tmp_path):
+def test_numeric_labels_keep_numeric_order(tmp_path):
     train = pairs_file(tmp_path, "train.csv", ["a.png,x,10", "a.png,y,2", "a.png,z,1"])
     data = load_pairs({"train": train}, image_column="path")
     assert data["train"].features["label"].names == ["1", "2", "10"] and list(data["train"]["label"]) == [2, 1, 0]
 
 
-def test_04_a_label_only_validation_holds_is_refused(tmp_path):
+def test_a_label_only_validation_holds_is_refused(tmp_path):
     train = pairs_file(tmp_path, "train.csv", ["a.png,x,cat", "a.png,y,dog"])
     validation = pairs_file(tmp_path, "val.csv", ["a.png,x,cat", "a.png,y,cow"])
     with pytest.raises(ValueError, match=r"val.csv, row 3: unknown label 'cow'; known labels: \['cat', 'dog'\]"):
         load_pairs({"train": train, "validation": validation}, image_column="path")
 
 
-# ---- 5. Trainer finds the labels without label_names
+# ---- Trainer finds the labels without label_names
 
 
-def test_05_trainer_evaluates_loss_and_accuracy_without_label_names(tmp_path):
+def test_trainer_evaluates_loss_and_accuracy_without_label_names(tmp_path):
     from conftest import PairDataset
 
     from mitp_peft.metrics import compute_metrics
@@ -154,10 +154,10 @@ def test_05_trainer_evaluates_loss_and_accuracy_without_label_names(tmp_path):
     assert {"eval_loss", "eval_accuracy"} <= set(metrics)
 
 
-# ---- 6. a copy saves the MITP card
+# ---- a copy saves the MITP card
 
 
-def test_06_a_deep_copy_saves_the_mitp_card(tmp_path):
+def test_a_deep_copy_saves_the_mitp_card(tmp_path):
     model = mitp(tiny_clip(), id2label={0: "a", 1: "b", 2: "c"})
     mitp_peft.describe_training(model, dataset="food101")
     copy.deepcopy(model).save_pretrained(tmp_path)
@@ -165,26 +165,26 @@ def test_06_a_deep_copy_saves_the_mitp_card(tmp_path):
     assert "mitp" in card.data.tags and card.data.datasets == ["food101"] and "MITP settings" in card.text
 
 
-# ---- 7. get_peft_model on a PeftModel
+# ---- get_peft_model on a PeftModel
 
 
-def test_07_get_peft_model_on_a_peft_model_names_the_fix():
+def test_get_peft_model_on_a_peft_model_names_the_fix():
     model = mitp(tiny_clip())
     with pytest.raises(ValueError, match=r"already carries peft adapters.*model.add_adapter\(name, MITPConfig"):
         get_peft_model(model, MITPConfig(num_labels=3))
 
 
-# ---- 8, 9. empty files, a missing validation file
+# ---- empty files, a missing validation file
 
 
-def test_08_an_empty_or_header_only_csv_is_named(tmp_path):
+def test_an_empty_or_header_only_csv_is_named(tmp_path):
     for text in ("", "path,text,label\n"):
         (tmp_path / "train.csv").write_text(text)
         with pytest.raises(ValueError, match=r"train.csv holds no rows"):
             load_pairs({"train": tmp_path / "train.csv"}, image_column="path")
 
 
-def test_09_pairs_train_without_a_validation_file_and_name_what_they_miss(tmp_path):
+def test_pairs_train_without_a_validation_file_and_name_what_they_miss(tmp_path):
     train = pairs_file(tmp_path, "train.csv", ["a.png,x,cat", "a.png,y,dog"])
     splits = load_splits(DataArguments(dataset="pairs", train_file=str(train), image_column="path"))
     assert splits.evaluation is None and splits.label_names == ["cat", "dog"] and len(splits.train) == 2
@@ -192,29 +192,29 @@ def test_09_pairs_train_without_a_validation_file_and_name_what_they_miss(tmp_pa
         load_splits(DataArguments(dataset="pairs"))
 
 
-# ---- 10. a collator without the raw columns
+# ---- a collator without the raw columns
 
 
-def test_10_collator_without_text_names_remove_unused_columns(tmp_path):
+def test_collator_without_text_names_remove_unused_columns(tmp_path):
     collator = MITPCollator(tiny_clip_processor(tmp_path), max_text_length=8)
     with pytest.raises(ValueError, match=r"without \['image', 'text'\].*remove_unused_columns=False"):
         collator([{"label": 1}])
 
 
-# ---- 11. a text longer than the tower's positions, not truncated
+# ---- a text longer than the tower's positions, not truncated
 
 
-def test_11_an_untruncated_long_text_gets_mitps_message_not_transformers(inputs):
+def test_an_untruncated_long_text_gets_mitps_message_not_transformers(inputs):
     model = mitp(tiny_clip())
     long = make_inputs(lengths=[MAX_POSITIONS + 6, 3, 2])
     with pytest.raises(ValueError, match=f"has room for {MAX_POSITIONS - 8}.*max_length={MAX_POSITIONS - 8}"):
         model(**long)
 
 
-# ---- 12. broken adapter folders
+# ---- broken adapter folders
 
 
-def test_12_broken_adapter_folders_are_named(tmp_path):
+def test_broken_adapter_folders_are_named(tmp_path):
     mitp(tiny_clip()).save_pretrained(tmp_path / "good")
     weights = (tmp_path / "good" / "adapter_model.safetensors").read_bytes()
     folder = tmp_path / "bad"
@@ -232,10 +232,10 @@ def test_12_broken_adapter_folders_are_named(tmp_path):
         mitp_peft.from_pretrained(str(folder))
 
 
-# ---- 13. weights of other settings
+# ---- weights of other settings
 
 
-def test_13_weights_of_other_settings_name_the_settings_not_the_backbone(tmp_path):
+def test_weights_of_other_settings_name_the_settings_not_the_backbone(tmp_path):
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     longer = get_peft_model_state_dict(mitp(tiny_clip(), prompt_length=12))
@@ -245,10 +245,10 @@ def test_13_weights_of_other_settings_name_the_settings_not_the_backbone(tmp_pat
         set_peft_model_state_dict(mitp(tiny_clip()), longer)
 
 
-# ---- 16. papercuts
+# ---- papercuts
 
 
-def test_16_predict_takes_one_image_and_one_text_as_they_are(tmp_path):
+def test_predict_takes_one_image_and_one_text_as_they_are(tmp_path):
     model = mitp(tiny_clip(), id2label={0: "a", 1: "b", 2: "c"})
     result = mitp_peft.predict(
         model, images=Image.new("RGB", (20, 30)), texts="a cat", processor=tiny_clip_processor(tmp_path)
@@ -256,12 +256,12 @@ def test_16_predict_takes_one_image_and_one_text_as_they_are(tmp_path):
     assert len(result) == 1 and len(result[0]["labels"]) == 1
 
 
-def test_16_labels_as_a_python_list_train(inputs):
+def test_labels_as_a_python_list_train(inputs):
     model = mitp(tiny_clip())
     assert torch.equal(model(**inputs, labels=[0, 1, 2]).loss, model(**inputs, labels=LABELS).loss)
 
 
-def test_16_generate_and_two_active_adapters_are_explained(inputs):
+def test_generate_and_two_active_adapters_are_explained(inputs):
     model = mitp(tiny_clip())
     with pytest.raises(NotImplementedError, match="nothing to generate.*mitp_peft.predict"):
         model.generate(**inputs)
@@ -270,7 +270,7 @@ def test_16_generate_and_two_active_adapters_are_explained(inputs):
         model.base_model.set_adapter(["default", "second"])
 
 
-def test_16_a_bom_csv_and_a_json_array_file(tmp_path):
+def test_a_bom_csv_and_a_json_array_file(tmp_path):
     picture(tmp_path / "a.png")
     (tmp_path / "bom.csv").write_text("\ufeffimage,text,label\na.png,x,cat\n", encoding="utf-8")
     assert load_pairs({"train": tmp_path / "bom.csv"})["train"]["text"] == ["x"]
@@ -279,7 +279,7 @@ def test_16_a_bom_csv_and_a_json_array_file(tmp_path):
         load_pairs({"train": tmp_path / "array.json"})
 
 
-def test_16_the_card_names_the_data_not_the_loader_and_how_to_install():
+def test_the_card_names_the_data_not_the_loader_and_how_to_install():
     assert DataArguments(dataset="pairs", train_file="/data/dishes/train.csv").name == "train.csv"
     assert DataArguments(dataset="hub", dataset_name="org/dishes").name == "org/dishes"
     assert DataArguments(dataset="food101").name == "UPMC-Food101"
@@ -288,14 +288,14 @@ def test_16_the_card_names_the_data_not_the_loader_and_how_to_install():
 # ==== Trust (the trust-and-house issue): the silent or wrong results, numbered after its list
 
 
-def test_trust_01_one_single_label_class_is_refused_with_both_fixes():
+def test_one_single_label_class_is_refused_with_both_fixes():
     with pytest.raises(ValueError, match=r"num_labels=1 with single_label_classification.*loss is always 0.*"
                        r"num_labels=2.*multi_label_classification' with num_labels=1"):  # fmt: skip
         MITPConfig(num_labels=1)
     assert MITPConfig(num_labels=1, problem_type="multi_label_classification").num_labels == 1
 
 
-def test_trust_02_a_second_get_peft_model_on_the_same_backbone_is_refused(inputs):
+def test_a_second_get_peft_model_on_the_same_backbone_is_refused(inputs):
     base = tiny_clip()
     first = mitp(base)
     before = first(**inputs).logits
@@ -307,7 +307,7 @@ def test_trust_02_a_second_get_peft_model_on_the_same_backbone_is_refused(inputs
     assert mitp(first.unload())(**inputs).logits.shape == (3, 3)  # unloaded, the backbone takes a new adapter
 
 
-def test_trust_03_an_adapter_loads_completely_or_not_at_all(tmp_path):
+def test_an_adapter_loads_completely_or_not_at_all(tmp_path):
     from safetensors.torch import load_file, save_file
 
     mitp(tiny_clip()).save_pretrained(tmp_path / "edited")
@@ -362,18 +362,18 @@ def test_deleting_the_last_adapter_leaves_the_backbone_as_peft_does_for_its_own_
         ("local ", r"row 3: the label 'local ' has leading or trailing spaces.*apart from 'local'"),
     ],
 )
-def test_trust_05_empty_missing_or_padded_label_cells_are_refused(tmp_path, cell, message):
+def test_empty_missing_or_padded_label_cells_are_refused(tmp_path, cell, message):
     train = pairs_file(tmp_path, "train.csv", ["a.png,x,local", f"a.png,y,{cell}"])
     with pytest.raises(ValueError, match=message):
         load_pairs({"train": train}, image_column="path")
 
 
-def test_trust_06_one_name_for_two_classes_is_refused():
+def test_one_name_for_two_classes_is_refused():
     with pytest.raises(ValueError, match=r"id2label names \['a'\] for more than one class"):
         MITPConfig(num_labels=3, id2label={0: "a", 1: "a", 2: "b"})
 
 
-def test_trust_07_a_truncated_image_is_named_by_the_reader_and_by_the_collator(tmp_path):
+def test_a_truncated_image_is_named_by_the_reader_and_by_the_collator(tmp_path):
     image = tmp_path / "broken.jpg"
     noise = (np.random.default_rng(0).random((128, 128, 3)) * 255).astype("uint8")
     Image.fromarray(noise).save(image, format="JPEG")
@@ -389,7 +389,7 @@ def test_trust_07_a_truncated_image_is_named_by_the_reader_and_by_the_collator(t
         collate([{"image": Image.open(image), "text": "x", "label": 0}])
 
 
-def test_trust_08_zero_shot_start_after_warm_start_or_the_optimizer_is_refused(tmp_path, inputs):
+def test_zero_shot_start_after_warm_start_or_the_optimizer_is_refused(tmp_path, inputs):
     processor = tiny_clip_processor(tmp_path)
     names = {0: "a", 1: "b", 2: "c"}
     model = mitp(tiny_clip(), id2label=names)
@@ -412,7 +412,7 @@ def test_trust_08_zero_shot_start_after_warm_start_or_the_optimizer_is_refused(t
     late.step()
 
 
-def test_trust_09_labels_with_adapters_disabled_are_refused(inputs):
+def test_labels_with_adapters_disabled_are_refused(inputs):
     model = mitp(tiny_clip())
     with model.disable_adapter():
         with pytest.raises(ValueError, match="With adapters disabled.*no classification head"):
@@ -420,7 +420,7 @@ def test_trust_09_labels_with_adapters_disabled_are_refused(inputs):
         assert model(**inputs).logits_per_image.shape == (3, 3)  # the backbone's own outputs
 
 
-def test_trust_10_warm_start_takes_batches_with_flags(inputs):
+def test_warm_start_takes_batches_with_flags(inputs):
     model = mitp(tiny_clip())
     batch = dict(inputs, labels=LABELS, interpolate_pos_encoding=True)
     assert mitp_peft.warm_start_head(model, [batch], epochs=2) > 0

@@ -23,7 +23,7 @@ def test_defaults_follow_method():
     assert config.problem_type == "single_label_classification"
     resolve_layers(config, 12, 24)
     assert config.text_layers == [8, 9, 10, 11] and config.vision_layers == [20, 21, 22, 23]
-    resolve_widths(config, 768)  # unset widths follow the text tower: a third of it (the head was half before 0.4)
+    resolve_widths(config, 768)  # unset widths follow the text tower: a third of it
     assert (config.translator_hidden_size, config.head_hidden_size) == (256, 256)
     kept = MITPConfig(num_labels=2, translator_hidden_size=100, head_hidden_size=7)
     resolve_widths(kept, 768)
