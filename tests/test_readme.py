@@ -16,7 +16,7 @@ def python_blocks() -> list[str]:
 
 def test_the_readme_has_the_blocks_this_test_runs():
     blocks = python_blocks()
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     assert all(HUB_MODEL in block for block in blocks[:2]) and FOOD101 in blocks[1]
 
 
@@ -39,6 +39,9 @@ def test_every_python_block_runs(base_folder, food101, tmp_path, monkeypatch):
         exec(compile(code, f"README block {number}", "exec"), namespace)  # noqa: S102
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "out" / "adapter" / "README.md").is_file()
+    assert {"model.onnx", "mitp_onnx.json", "processor_config.json"} <= {
+        p.name for p in (tmp_path / "exported").iterdir()
+    }
     assert pushed == {"user/clip-mitp-food101": ["README.md", "adapter_config.json", "adapter_model.safetensors"]}
 
 
