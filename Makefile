@@ -55,7 +55,8 @@ lint: $(VENV)/.installed
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
-# Builds the demo backbone once (.cache/demo-backbone), then trains and compares; the adapter lands in demo_output/.
+# Builds the study's backbone once (.cache/dino-backbone), then compares MITP, LoRA and late fusion on easy-VQA; the
+# adapter lands in demo_output/.
 demo: $(VENV)/.installed fashion-mnist
 	$(PY) benchmarks/demo.py
 
@@ -76,7 +77,7 @@ ablation-quick: $(VENV)/.installed fashion-mnist
 backbone-dino: $(VENV)/.installed fashion-mnist
 	PYTHONPATH=benchmarks $(PY) -m mitp_bench.dino
 
-# The first study's second backbone (a 6-layer ViT pre-trained 1000 steps): once, then reused.
+# The first (archived) study's second backbone (a 6-layer ViT pre-trained 1000 steps): once, then reused.
 backbone-large: $(VENV)/.installed fashion-mnist
 	PYTHONPATH=benchmarks $(PY) -m mitp_bench.backbone --preset large
 

@@ -194,6 +194,18 @@ def tiny_backbone(tmp_path_factory):
     return folder, settings, backbone.build_backbone(folder, settings)
 
 
+@pytest.fixture(scope="session")
+def unfitted_dino_backbone(tmp_path_factory):
+    """The study's backbone (pretrained DINOv2-S/14 and MiniLM) with its projections new, not fitted: its folder."""
+    from mitp_bench import dino
+
+    folder = tmp_path_factory.mktemp("dino")
+    model, processor = dino.new_backbone(dino.DinoSettings())
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def base_folder(tmp_path):
     """A local base model in the hub layout: the tiny CLIP's weights, config and processor."""

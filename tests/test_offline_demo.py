@@ -14,12 +14,9 @@ import pytest
 import torch
 from conftest import ROOT, script_module
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModel, AutoProcessor, BertModel
+from transformers import AutoModel, AutoProcessor, BertModel
 
 from mitp_bench import backbone, sources, tasks
-from mitp_peft import MITPConfig
-from mitp_peft.head import build_head
-from mitp_peft.placement import resolve_widths
 
 DEMO = ROOT / "benchmarks" / "demo.py"
 
@@ -186,27 +183,33 @@ def run_demo(*arguments: str) -> str:
 
 
 @pytest.mark.slow
-def test_shortened_demo_prints_the_table_and_reloads_the_adapter(tiny_backbone, tmp_path):
-    folder, _, _ = tiny_backbone
-    out = run_demo("--base_model", str(folder), "--max_train", "48", "--output_dir", str(tmp_path))
+def test_shortened_demo_answers_questions_with_every_row_and_reloads_the_adapter(unfitted_dino_backbone, tmp_path):
+    sizes = json.dumps({"train": 48, "validation": 32, "test": 40})
+    out = run_demo("--base_model", str(unfitted_dino_backbone), "--sizes", sizes, "--epochs", "1", "--output_dir",
+                   str(tmp_path))  # fmt: skip
     demo = script_module("benchmarks/demo.py")
     table = [line for line in out.splitlines() if line.startswith("| ")]
     cells = {line.split(" | ")[0][2:]: line.split(" | ") for line in table[1:]}
-    assert list(cells) == [name for name, *_ in demo.ROWS]
-    assert "48 training pairs, 48 test pairs" in out
+    assert (
+        list(cells)
+        == [name for name, *_ in demo.ROWS]
+        == [
+            "late fusion, MLP head (20 epochs)",
+            "LoRA r=8 + MLP head",
+            "MITP (defaults)",
+        ]
+    )
+    assert demo.NO_ZERO_SHOT in out
+    assert "easy-VQA: 48 training questions, 40 test questions" in out
     assert "logits match the trained model's" in out
-    width = 192 + 384  # pooled ViT + MiniLM features
-    assert cells["late fusion, linear head (20 epochs)"][3] == f"{(width + 1) * 10:,}"
-    embed = AutoConfig.from_pretrained(folder).projection_dim  # the MLP head reads the agreement of the embeddings too
-    mlp = build_head("mlp", text_size=384, vision_size=192, embed_size=embed, num_labels=10, hidden_size=128)
-    assert cells["late fusion, MLP head (20 epochs)"][3] == f"{sum(p.numel() for p in mlp.parameters()):,}"
     saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     assert cells["MITP (defaults)"][3] == f"{sum(t.numel() for t in saved.values()):,}"
+    lora = 2 * 8 * 4 * 384 * 12 + 2 * 8 * 4 * 384 * 6  # r=8 on q, k, v, o of 12 DINOv2 and 6 MiniLM layers
+    head = int(cells["late fusion, MLP head (20 epochs)"][3].replace(",", ""))
+    assert int(cells["LoRA r=8 + MLP head"][3].replace(",", "")) == lora + head
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    defaults = MITPConfig(num_labels=10)
-    resolve_widths(defaults, 384)  # MiniLM: the demo shows the package's defaults, not the study's recorded ones
-    assert (config["head_uses_memory"], config["head_hidden_size"]) == (True, defaults.head_hidden_size) == (True, 128)
+    assert config["id2label"]["0"] == "yes" and config["num_labels"] == 13 and config["hub_reads"] == "tokens"
     card = (tmp_path / "adapter" / "README.md").read_text()
-    assert "mitp-peft demo: either_or" in card and "| `head` | mlp |" in card
+    assert "easy-VQA (mitp-peft demo, 48 training questions)" in card
     predictions = [line for line in out.splitlines() if "true:" in line and "predicted:" in line]
-    assert len(predictions) == 5
+    assert len(predictions) == 5 and all("?" in line for line in predictions)
