@@ -30,7 +30,7 @@ from mitp_bench.experiment import Run, execute, load_data, score
 from mitp_bench.measure import peak_memory_bytes
 
 TASK = "easy_vqa"
-SIZES = {"train": 2000, "validation": 500, "test": 2000}
+SIZES = {"train": 3000, "validation": 500, "test": 2000}
 """Questions per split: the first of the study's splits (its training questions are drawn at random, and its test
 split is easy-VQA's published one, in the package's order)."""
 EPOCHS = 3
