@@ -197,3 +197,20 @@ def test_from_pretrained_with_a_local_base_and_a_missing_one(tmp_path, inputs):
         mitp_peft.from_pretrained(str(tmp_path / "adapter"))
     again = mitp_peft.from_pretrained(str(tmp_path / "adapter"), base_model_name_or_path=str(tmp_path / "base"))
     assert torch.equal(again(**inputs).logits, model(**inputs).logits)
+
+
+def test_an_adapter_saved_by_0_5_loads_bit_for_bit(tmp_path):
+    """tests/data/adapter_saved_by_0_5 was saved by mitp-peft 0.5.0 (a missing-aware adapter with label names on the
+    tiny CLIP, its weights moved off their start), with the logits it gave: checkpoint keys and format stay."""
+    from conftest import ROOT
+
+    folder = ROOT / "tests" / "data" / "adapter_saved_by_0_5"
+    model = PeftModel.from_pretrained(tiny_clip(), folder).eval()
+    with torch.no_grad():
+        assert torch.equal(model(**make_inputs()).logits, load_file(folder / "expected_logits.safetensors")["logits"])
+    assert model.peft_config["default"].built_for["mitp_peft_version"] == "0.5.0"
+    model.save_pretrained(tmp_path)
+    assert (
+        load_file(tmp_path / "adapter_model.safetensors").keys()
+        == load_file(folder / "adapter_model.safetensors").keys()
+    )
