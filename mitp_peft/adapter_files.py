@@ -23,11 +23,9 @@ def check_adapter_folder(folder: Path) -> None:
         json.loads(config.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{config} is not valid JSON ({error}); save the adapter again.") from error
-    if not (folder / WEIGHTS_FILE).is_file():
-        pickled = (folder / PICKLED_WEIGHTS_FILE).is_file()
-        hint = " mitp-peft loads weights only from safetensors, never from pickled .bin files." if pickled else ""
-        raise FileNotFoundError(f"{folder} has no {WEIGHTS_FILE} (the adapter's weights).{hint}")
     check_weights(folder)
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"{folder} has no {WEIGHTS_FILE} (the adapter's weights).")
 
 
 def check_weights(folder: Path) -> None:

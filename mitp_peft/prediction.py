@@ -81,8 +81,7 @@ def predict(
             raise ValueError("The adapter records no base model to take a processor from; pass processor=...")
         processor = AutoProcessor.from_pretrained(config.base_model_name_or_path)
     names = [model.active_adapter] if adapters is None else list(adapters)
-    room = model.text_room(names) if adapters is not None else model.max_text_length
-    collate = MITPCollator(processor, room, missing="mask" if lacking else "error")
+    collate = MITPCollator(processor, model.text_room(names), missing="mask" if lacking else "error")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

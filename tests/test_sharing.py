@@ -205,6 +205,8 @@ def test_a_truncated_weights_file_is_named_on_pefts_own_loading_path(base_folder
         ValueError, match=r"adapter_model.bin, a pickle: mitp-peft loads weights only from safetensors"
     ):
         PeftModel.from_pretrained(CLIPModel.from_pretrained(base_folder), tmp_path)
+    with pytest.raises(ValueError, match=r"adapter_model.bin, a pickle: mitp-peft loads weights only"):
+        mitp_peft.from_pretrained(str(tmp_path))  # the same words on the package's own loading path
 
 
 def test_an_adapter_id_that_is_no_folder_says_the_hub_is_offline():
