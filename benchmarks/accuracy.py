@@ -159,6 +159,13 @@ class Spec:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+def recorded_path(folder: str) -> str:
+    """A backbone folder as results record it: relative to the repository when inside it, so that the results of
+    one clone key the runs of another."""
+    path = Path(folder).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 @dataclass
 class Study:
     backbones: dict[str, str]
@@ -166,6 +173,9 @@ class Study:
     workers: int
     max_train: Optional[int] = None
     done: dict[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.backbones = {name: recorded_path(folder) for name, folder in self.backbones.items()}
 
     def load(self) -> None:
         if self.results.is_file():
@@ -214,9 +224,10 @@ def run_of(spec: Spec) -> Run:
 
     from mitp_bench.experiment import Run
 
-    text_width = AutoConfig.from_pretrained(spec.backbone).text_config.hidden_size
+    folder = str(ROOT / spec.backbone)
+    text_width = AutoConfig.from_pretrained(folder).text_config.hidden_size
     options = {**recorded_defaults(spec.method, text_width), **json.loads(spec.options)}
-    return Run(spec.backbone, spec.task, spec.method, options, spec.learning_rate, spec.epochs, spec.seed)
+    return Run(folder, spec.task, spec.method, options, spec.learning_rate, spec.epochs, spec.seed)
 
 
 def _execute(spec: Spec) -> dict:
@@ -227,7 +238,7 @@ def _execute(spec: Spec) -> dict:
     data_key = (spec.backbone, spec.task, spec.max_train)
     if data_key not in _CACHE:
         _CACHE.clear()  # one task's tensors at a time
-        data = load_data(spec.task, AutoProcessor.from_pretrained(spec.backbone))
+        data = load_data(spec.task, AutoProcessor.from_pretrained(ROOT / spec.backbone))
         if spec.max_train is not None:
             data = data.shortened(spec.max_train)
         _CACHE[data_key] = data
