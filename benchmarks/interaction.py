@@ -23,7 +23,7 @@ from mitp_bench.backbone import preset_dir
 from mitp_bench.dino import DEFAULT_DIR as DINO_DIR
 from mitp_bench.experiment import load_data
 from mitp_peft import MITPConfig
-from mitp_peft.hub import HUB_ATTENTIONS, HUB_READS
+from mitp_peft.method.hub import HUB_ATTENTIONS, HUB_READS
 
 PAIRS = 16
 

@@ -34,7 +34,7 @@ import mitp_peft
 from mitp_peft.arguments import MITPArguments
 from mitp_peft.data import DataArguments, load_splits
 from mitp_peft.fsdp import adapter_state_dict, shard
-from mitp_peft.head import classification_loss
+from mitp_peft.method.loss import classification_loss
 from mitp_peft.metrics import task_metrics
 
 logger = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def adapter_only_checkpoints(accelerator: Accelerator, progress: Progress) -> No
 
 def check_same_settings(saved: PeftConfig, current: PeftConfig, folder: Path) -> None:
     """A checkpoint only resumes the run that wrote it: name the MITP settings that differ."""
-    names = [f.name for f in mitp_peft.config.mitp_fields()]
+    names = [f.name for f in mitp_peft.tuner.config.mitp_fields()]
     differ = {
         name: (getattr(saved, name), getattr(current, name))
         for name in names

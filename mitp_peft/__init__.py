@@ -6,17 +6,17 @@
 
 import importlib
 
-from .adapter import MITPAdapter
-from .config import MITPConfig
 from .export import export_onnx
-from .head import MITPHead, MITPOutput
-from .hub import MemoryHub
-from .layer import MITPLayer
-from .model import MITPModel
-from .peft_type import MITP_PEFT_TYPE
+from .method.adapter import MITPAdapter
+from .method.head import MITPHead, MITPOutput
+from .method.hub import MemoryHub
 from .prediction import predict
-from .registration import register
 from .sharing import describe_training, from_pretrained, push_to_hub
+from .tuner.config import MITPConfig
+from .tuner.layer import MITPLayer
+from .tuner.model import MITPModel
+from .tuner.peft_type import MITP_PEFT_TYPE
+from .tuner.registration import register
 from .version import __version__ as __version__
 from .warm_start import warm_start_head
 from .zero_shot import init_head_zero_shot

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import MISSING, field, make_dataclass
 from typing import get_type_hints
 
-from .config import SETTING, MITPConfig, mitp_fields
+from .tuner.config import SETTING, MITPConfig, mitp_fields
 
 
 def _arguments() -> type:

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 from transformers import AutoProcessor
 
-from .model import MITPModel, tuner_of
+from .tuner.model import MITPModel, tuner_of
 
 MODEL_FILE = "model.onnx"
 LABELS_FILE = "mitp_onnx.json"
@@ -36,7 +36,8 @@ class _ActiveAdapter(nn.Module):
         self.names = names
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return self.adapter(self.tuner.towers, dict(zip(self.names, tensors, strict=True)))[0]
+        inputs = dict(zip(self.names, tensors, strict=True))
+        return self.adapter(self.tuner.towers, self.adapter.batch(self.tuner.towers, inputs))[0]
 
 
 def export_onnx(

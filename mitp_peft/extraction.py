@@ -11,10 +11,10 @@ import datasets
 import torch
 from peft import PeftModel
 
-from .engine import CACHED_LAYERS
-from .engine import extract_states as engine_states
 from .fsdp import refuse_sharded
-from .model import MITPModel, tuner_of
+from .method.engine import extract_states as engine_states
+from .method.inputs import CACHED_LAYERS
+from .tuner.model import MITPModel, tuner_of
 
 
 def extract_states(model: PeftModel | MITPModel, inputs: dict) -> dict[str, torch.Tensor]:

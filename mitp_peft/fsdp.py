@@ -17,7 +17,7 @@ import torch
 from peft import PeftModel
 from torch import nn
 
-from .model import ADAPTERS, tuner_of
+from .tuner.model import ADAPTERS, tuner_of
 
 
 def shard(model: PeftModel, mesh: Optional[object] = None) -> PeftModel:

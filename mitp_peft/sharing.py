@@ -12,8 +12,8 @@ from huggingface_hub import constants as hub_constants
 from peft import PeftConfig, PeftModel
 from transformers import AutoModel
 
-from .adapter_files import check_adapter_folder
-from .model import tuner_of
+from .tuner.loading import check_adapter_folder
+from .tuner.model import tuner_of
 
 
 def describe_training(

@@ -1,54 +1,35 @@
-"""One optimization loop for the small fits the package makes itself (the warm start of the head), shared with the
-benchmarks: AdamW over a stream of batches, with a warm-up and a decay of the learning rate."""
+"""One optimization loop for the small fit the package makes itself (the warm start of the head)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from torch import nn
 from transformers.utils import logging
 
-DECAYS = ("linear", "cosine")
 
-
-def schedule(total_steps: int, warmup_steps: int = 0, decay: Literal["linear", "cosine"] = "linear") -> Callable:
-    """The learning-rate factor of each step: a linear warm-up over `warmup_steps`, then a linear or cosine decay to
-    zero at `total_steps`."""
-    if decay not in DECAYS:
-        raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}.")
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        done = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return max(0.0, 1 - done) if decay == "linear" else 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
-
-    return factor
+def linear_decay(total_steps: int) -> Callable[[int], float]:
+    """The learning-rate factor of each step: from 1 down to 0 at `total_steps`."""
+    return lambda step: max(0.0, 1 - step / max(1, total_steps))
 
 
 def fit(
-    parameters: Iterable[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
     batches: Iterable[Any],
     loss_of: Callable[[Any], torch.Tensor],
-    learning_rate: float,
     total_steps: int,
-    warmup_steps: int = 0,
-    decay: Literal["linear", "cosine"] = "linear",
-    weight_decay: float = 0.0,
+    schedule: Callable[[int], float],
     description: str | None = None,
 ) -> torch.Tensor:
-    """Take `total_steps` AdamW steps, one per batch of `batches` (which must hold that many), on `loss_of(batch)`.
+    """Take `total_steps` steps of `optimizer`, one per batch of `batches` (which must hold that many), on
+    `loss_of(batch)`, the learning rate times `schedule(step)`.
 
     Returns the losses of every step, detached, as one tensor on their device: nothing is read back to the host while
     training runs. `description` shows a progress bar (transformers' `tqdm`, silenced by its
     `disable_progress_bar`).
     """
-    parameters = list(parameters)
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
-    rates = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(total_steps, warmup_steps, decay))
+    rates = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     losses = []
     progress = logging.tqdm(total=total_steps, desc=description, unit="step", disable=description is None)
     for batch in batches:

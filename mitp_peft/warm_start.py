@@ -15,9 +15,10 @@ from peft import PeftModel
 from transformers.utils import logging
 
 from .fsdp import refuse_sharded
-from .head import HeadInputs, classification_loss
-from .model import MITPModel, tuner_of
-from .training import fit
+from .method.head import HeadInputs
+from .method.loss import classification_loss
+from .training import fit, linear_decay
+from .tuner.model import MITPModel, tuner_of
 
 WARM_START_EPOCHS = 20
 WARM_START_LEARNING_RATE = 1e-3
@@ -56,13 +57,10 @@ def warm_start_head(
         inputs = HeadInputs(*(None if column is None else column[index] for column in features))
         return classification_loss(head(inputs), labels[index], problem_type)
 
+    total_steps = epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=0.0)
     losses = fit(
-        head.parameters(),
-        shuffled(),
-        loss_of,
-        learning_rate,
-        epochs * steps_per_epoch,
-        description="warm start: fitting the head",
+        optimizer, shuffled(), loss_of, total_steps, linear_decay(total_steps), "warm start: fitting the head"
     )
     adapter.head_fitted = True
     sizes = torch.tensor([len(index) for index in torch.arange(len(labels)).split(batch_size)], device=losses.device)
@@ -88,7 +86,7 @@ def head_inputs(tuner: MITPModel, batches: Iterable[dict]) -> tuple[HeadInputs, 
             # Only tensors move; flags such as interpolate_pos_encoding=True pass as they are.
             batch = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
             labels.append(torch.as_tensor(batch.pop("labels"), device=device))
-            features.append(adapter(tuner.towers, batch)[1])
+            features.append(adapter(tuner.towers, adapter.batch(tuner.towers, batch))[1])
     finally:
         tuner.model.train(was_training)
     if not features:

@@ -10,10 +10,10 @@ import torch
 from peft import PeftModel
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from .adapter import MITPAdapter
 from .fsdp import refuse_sharded
-from .model import MITPModel, tuner_of
+from .method.adapter import MITPAdapter
 from .towers import TowerPair, similarity_scale
+from .tuner.model import MITPModel, tuner_of
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
@@ -74,20 +74,22 @@ def class_embeddings(towers: TowerPair, tokenizer: Any, names: Sequence[str], te
 _REPLACED: weakref.WeakSet = weakref.WeakSet()
 """Parameters of heads that init_head_zero_shot replaced, while something still holds them."""
 _HOOK: list = []
-"""The one global optimizer step hook that checks for them, once registered."""
+"""The handle of the optimizer step hook that checks for them, while there are any."""
 
 
 def refuse_optimizers_holding(replaced: list[torch.nn.Parameter]) -> None:
     """Refuse the next step of any optimizer that still holds the `replaced` parameters: a head replaced after the
-    optimizer was created would otherwise train nothing, silently. One global step hook, which costs an emptiness
-    check per step once those parameters are gone."""
+    optimizer was created would otherwise train nothing, silently. torch offers only a process-wide step hook for
+    this (the optimizers are the user's), so it lives only while such parameters do: the first step after the last
+    of them is gone removes it."""
+    _REPLACED.update(replaced)
     if not _HOOK:
         _HOOK.append(register_optimizer_step_pre_hook(_check_optimizer))
-    _REPLACED.update(replaced)
 
 
 def _check_optimizer(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
     if not _REPLACED:
+        _HOOK.pop().remove()
         return
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
     if any(id(p) in held for p in _REPLACED):

@@ -2,6 +2,7 @@
 that names the problem (and the fix), or just works."""
 
 import copy
+import gc
 import inspect
 import json
 import warnings
@@ -14,11 +15,13 @@ from families import build, family_inputs
 from huggingface_hub import ModelCard
 from peft import PeftModel, get_peft_model
 from PIL import Image
+from torch.optim.optimizer import _global_optimizer_pre_hooks
 from transformers import CLIPModel, Trainer, TrainingArguments
 
 import mitp_peft
 from mitp_peft import MITPConfig
 from mitp_peft.data import DataArguments, MITPCollator, load_pairs, load_splits
+from mitp_peft.zero_shot import _check_optimizer
 
 LABELS = torch.tensor([0, 1, 2])
 
@@ -406,10 +409,10 @@ def test_zero_shot_start_after_warm_start_or_the_optimizer_is_refused(tmp_path, 
     late = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     late.step()  # an optimizer made afterwards holds the new head and steps
     del early
-    import gc
-
     gc.collect()
     late.step()
+    # The process-wide step hook that refused it lives only while the old head's parameters do.
+    assert _check_optimizer not in _global_optimizer_pre_hooks.values()
 
 
 def test_labels_with_adapters_disabled_are_refused(inputs):
@@ -579,7 +582,7 @@ def test_add_weighted_adapter_is_refused_with_the_reason():
 
 
 def test_the_weights_fingerprint_reads_the_last_value_of_tensors_too_large_for_float_positions():
-    from mitp_peft.placement import fingerprint
+    from mitp_peft.tuner.placement import fingerprint
 
     side = 2**12 + 1  # 16,785,409 values: float32 positions round past the last one
     weights = torch.nn.Linear(side, side, bias=False).requires_grad_(False)

@@ -12,7 +12,7 @@ from conftest import ROOT, script_module
 from peft import LoraConfig, get_peft_model
 
 from mitp_peft import MITPConfig
-from mitp_peft.placement import resolve_widths
+from mitp_peft.tuner.placement import resolve_widths
 
 
 @pytest.mark.slow

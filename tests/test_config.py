@@ -5,7 +5,7 @@ from conftest import MAX_POSITIONS, TEXT_LAYERS, VISION_LAYERS
 from peft import PeftConfig, get_peft_model
 
 from mitp_peft import MITP_PEFT_TYPE, MITPConfig
-from mitp_peft.placement import resolve_layers, resolve_widths
+from mitp_peft.tuner.placement import resolve_layers, resolve_widths
 
 
 def test_defaults_follow_method():
@@ -112,7 +112,7 @@ def test_target_modules_are_refused_naming_the_fields_that_choose_the_layers():
 def test_help_shows_every_field_with_its_description():
     import pydoc
 
-    from mitp_peft.config import mitp_fields
+    from mitp_peft.tuner.config import mitp_fields
 
     shown = " ".join(pydoc.render_doc(MITPConfig, renderer=pydoc.plaintext).split())
     for f in mitp_fields():

@@ -9,7 +9,7 @@ from peft import PeftModel, get_peft_model
 from transformers import CLIPVisionConfig
 
 from mitp_peft import MITPConfig
-from mitp_peft.hub import HUB_READS
+from mitp_peft.method.hub import HUB_READS
 from mitp_peft.towers import resolve_towers
 
 NAMES = sorted(FAMILIES)

@@ -221,7 +221,8 @@ def test_agreement_head_reads_the_dual_encoders_own_similarity(base, inputs):
     """The agreement feature is the product of the backbone's own normalized embeddings: its sum is their cosine."""
     model = mitp(base, head="agreement")
     adapter = model.base_model.mitp_adapters["default"]
-    _, features = adapter(model.base_model.towers, inputs)
+    towers = model.base_model.towers
+    _, features = adapter(towers, adapter.batch(towers, inputs))
     cosine = (features.image_embeds * features.text_embeds).sum(-1)
     projected_image = base.visual_projection(features.image_features)
     projected_text = base.text_projection(features.text_features)

@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import ROOT, script_module
 
 from mitp_peft.arguments import MITPArguments
-from mitp_peft.config import DATA, LABELS, RECORD, SETTING, mitp_fields
+from mitp_peft.tuner.config import DATA, LABELS, RECORD, SETTING, mitp_fields
 
 MODULES = sorted(
     ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mitp_peft.hub import Memory, MemoryHub, Tokens, activate, cosine_attention, standardize
+from mitp_peft.method.hub import Memory, MemoryHub, Tokens, activate, cosine_attention, standardize
 
 
 def hub(**kwargs):

@@ -6,7 +6,7 @@ from conftest import make_inputs, tiny_clip
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig
-from mitp_peft.head import classification_loss
+from mitp_peft.method.loss import classification_loss
 
 
 def test_single_label_loss_is_mean_cross_entropy_ignoring_minus_100():

@@ -10,8 +10,8 @@ from conftest import ROOT
 from peft import mapping
 
 from mitp_peft import MITPConfig, MITPModel
-from mitp_peft.peft_type import MITP_PEFT_TYPE, MITP_PREFIX
-from mitp_peft.registration import register
+from mitp_peft.tuner.peft_type import MITP_PEFT_TYPE, MITP_PREFIX
+from mitp_peft.tuner.registration import register
 
 
 def test_import_registers_config_tuner_and_prefix():

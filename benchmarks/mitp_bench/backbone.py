@@ -31,8 +31,8 @@ from transformers import (
     ViTModel,
 )
 
+from mitp_bench.schedules import fit_adamw
 from mitp_bench.sources import FASHION_CLASSES, IMAGE_SIZE, ROOT, load_fashion_mnist, minilm_path, to_pixels
-from mitp_peft.training import fit
 
 TEMPLATES = (
     "a photo of a {}.",
@@ -147,7 +147,7 @@ def pretrain(model, processor, settings: BuildSettings, images: np.ndarray, labe
         pooled = model.get_image_features(pixel_values=pixels(images[batch])).pooler_output
         return caption_loss(model, captions, pooled, torch.from_numpy(labels[batch]), generator)
 
-    fit(trainable, batches, loss_of, settings.learning_rate, settings.steps, settings.warmup_steps, "cosine",
+    fit_adamw(trainable, batches, loss_of, settings.learning_rate, settings.steps, settings.warmup_steps, "cosine",
         weight_decay=0.05, description="pre-training the ViT (LiT)")  # fmt: skip
 
 

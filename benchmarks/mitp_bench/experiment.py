@@ -36,17 +36,18 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import AutoModel, AutoProcessor
 
+from mitp_bench.schedules import fit_adamw
 from mitp_bench.sources import to_pixels
 from mitp_bench.tasks import GRID_KINDS, build_task, class_names, image_size, label_names, task_parts
 from mitp_peft import MITPConfig, MITPHead, init_head_zero_shot, warm_start_head
 from mitp_peft.data import missing_pattern
 from mitp_peft.extraction import extract_states
-from mitp_peft.head import HeadInputs, build_head, classification_loss
+from mitp_peft.method.head import HeadInputs, build_head
+from mitp_peft.method.loss import classification_loss
 from mitp_peft.metrics import task_metrics
-from mitp_peft.model import tuner_of
-from mitp_peft.placement import default_widths
 from mitp_peft.towers import TowerPair, resolve_towers, similarity_scale
-from mitp_peft.training import fit
+from mitp_peft.tuner.model import tuner_of
+from mitp_peft.tuner.placement import default_widths
 from mitp_peft.warm_start import WARM_START_EPOCHS, WARM_START_LEARNING_RATE
 from mitp_peft.zero_shot import class_embeddings
 
@@ -343,7 +344,7 @@ def train(
             yield from torch.randperm(size, generator=generator).split(BATCH_SIZE)
 
     started = time.perf_counter()
-    fit(parameters, batches(), loss_of, run.learning_rate, total, max(1, round(WARMUP_SHARE * total)),
+    fit_adamw(parameters, batches(), loss_of, run.learning_rate, total, max(1, round(WARMUP_SHARE * total)),
         description=f"{run.method}: {epochs:g} epoch(s)")  # fmt: skip
     return time.perf_counter() - started
 

@@ -12,18 +12,19 @@ from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
+from ..method.adapter import MITPAdapter
+from ..method.head import MITPOutput
+from ..method.inputs import check_input_names
+from ..method.loss import as_label_tensor, classification_loss
+from ..method.mixed import fan_out, mixed_forward
+from ..towers import TowerPair
+from ..version import __version__
 from . import forward
-from .adapter import MITPAdapter
 from .config import MITPConfig
-from .engine import CACHE_INPUTS
-from .head import MITPOutput, as_label_tensor, classification_loss
 from .layer import MERGE_REFUSAL, MITPLayer
-from .missing import PRESENCE_INPUTS
-from .mixed import fan_out, mixed_forward
+from .loading import check_fills_adapter
 from .peft_type import MITP_PREFIX
 from .placement import place
-from .towers import TowerPair
-from .version import __version__
 
 # The tuner's container of MITPAdapter modules, one per adapter name.
 ADAPTERS = f"{MITP_PREFIX}adapters"
@@ -39,7 +40,7 @@ class MITPModel(BaseTuner):
     keyed by adapter name.
 
     The backbone's forward becomes the joint MITP forward (both towers interleaved layer by layer, see
-    `mitp_peft.forward`), because peft calls the backbone directly for methods without a task type. With adapters
+    `mitp_peft.tuner.forward`), because peft calls the backbone directly for methods without a task type. With adapters
     disabled it is the backbone's own forward; `unload()` gives the backbone back as it was.
     """
 
@@ -143,7 +144,7 @@ class MITPModel(BaseTuner):
     ) -> Union[MITPOutput, tuple]:
         """Classify (image, text) pairs with the active MITP adapter; with adapters disabled, the backbone's forward.
 
-        The backbone's forward (see `mitp_peft.forward`). Takes what the towers read (e.g. `token_type_ids`,
+        The backbone's forward (see `mitp_peft.tuner.forward`). Takes what the towers read (e.g. `token_type_ids`,
         `position_ids`, `interpolate_pos_encoding`), and states cached by `mitp_peft.extraction` in place of the
         embeddings and extraction layers. `labels` gives `loss`; `num_items_in_batch` (passed by `Trainer`) makes the
         loss exact under gradient accumulation and DDP, see `classification_loss`.
@@ -169,11 +170,13 @@ class MITPModel(BaseTuner):
                 "MITP's forward takes input_ids, pixel_values and attention_mask by position and the rest by name; "
                 f"got {len(args)} more positional argument(s)."
             )
-        inputs.update(self._checked_inputs(kwargs))
+        check_input_names(kwargs, self.towers)
+        inputs.update(kwargs)
         names = self._call_adapter_names
         if names is None:
             config = self.peft_config[self.active_adapter_name]
-            logits, features = self.mitp_adapters[self.active_adapter_name](self.towers, inputs)
+            adapter = self.mitp_adapters[self.active_adapter_name]
+            logits, features = adapter(self.towers, adapter.batch(self.towers, inputs))
             image_features, text_features = features.image_features, features.text_features
         else:
             logits, image_features, text_features = mixed_forward(
@@ -187,20 +190,6 @@ class MITPModel(BaseTuner):
             loss = classification_loss(logits, labels, config.problem_type, num_items_in_batch)
         output = MITPOutput(loss=loss, logits=logits, image_features=image_features, text_features=text_features)
         return output if return_dict is not False else output.to_tuple()
-
-    def _checked_inputs(self, given: dict) -> dict:
-        """The named inputs besides input_ids, pixel_values and attention_mask, or an error naming those MITP does
-        not read with this backbone."""
-        accepted = set(self.towers.text.input_names) | set(self.towers.vision.input_names)
-        accepted |= set(CACHE_INPUTS) | set(PRESENCE_INPUTS)
-        unexpected = sorted(set(given) - accepted)
-        if unexpected:
-            raise TypeError(
-                f"MITP's forward got unexpected argument(s) {unexpected}. With this backbone it takes "
-                f"{sorted(accepted)} and labels; the backbone's own outputs are available under "
-                "`with model.disable_adapter():`."
-            )
-        return given
 
     def fan_out(
         self,
@@ -218,7 +207,8 @@ class MITPModel(BaseTuner):
         (`set_adapter(name)`, then the model). Takes the forward's inputs, complete pairs only, without labels.
         """
         inputs = dict(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-        inputs.update(self._checked_inputs(kwargs))
+        check_input_names(kwargs, self.towers)
+        inputs.update(kwargs)
         outputs = fan_out(self.towers, self.mitp_adapters, self.peft_config, inputs, adapters)
         return {
             name: MITPOutput(
@@ -235,7 +225,7 @@ class MITPModel(BaseTuner):
         self, *args: Any, adapter_names: Optional[Sequence[str]] = None, **kwargs: Any
     ) -> Iterator[None]:
         """Take the arguments peft strips before calling the backbone: `adapter_names` makes a mixed-adapter batch
-        (see `mitp_peft.mixed`); the others are refused rather than ignored."""
+        (see `mitp_peft.method.mixed`); the others are refused rather than ignored."""
         dropped = sorted(name for name in PEFT_ONLY_ARGUMENTS if kwargs.get(name) is not None)
         if dropped:
             raise TypeError(f"MITP takes no {dropped}: they belong to other peft methods (aLoRA).")
@@ -367,38 +357,11 @@ class MITPModel(BaseTuner):
     def _remap_adapter_state_dict_for_load(
         cls, model: nn.Module, config: MITPConfig, adapter_name: str, state_dict: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """Map checkpoint keys to this model, refusing weights that do not fill exactly this adapter's tensors.
-
-        An MITP adapter loads completely or not at all: peft would only warn about missing keys and run with a random
-        head (an adapter_config.json edited to another head, a file with a tensor deleted). Shapes are checked too:
-        torch would fail with a bare size mismatch on weights saved with other settings (a checkpoint resumed with
-        another prompt_length, say).
-        """
+        """Map checkpoint keys to this model, refusing weights that do not fill exactly this adapter's tensors (see
+        `check_fills_adapter`)."""
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
-        own = model.state_dict()
-        inside = f"{ADAPTERS}.{adapter_name}."
-        expected = {key for key in own if inside in key}
-        missing, unexpected = sorted(expected - set(remapped)), sorted(set(remapped) - expected)
-        if missing or unexpected:
-            plain = [
-                [cls._remove_adapter_name_from_key(k, adapter_name) for k in keys] for keys in (missing, unexpected)
-            ]
-            raise ValueError(
-                f"These weights do not fill this MITP adapter exactly: missing {plain[0]}, unexpected {plain[1]}. An "
-                "adapter loads completely or not at all: load it with the adapter_config.json it was saved with "
-                "(an edited head or other settings give other tensors), or save it again if its file lost tensors."
-            )
-        mismatched = [k for k, v in remapped.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-        if mismatched:
-            key = mismatched[0]
-            name = cls._remove_adapter_name_from_key(key, adapter_name)
-            raise ValueError(
-                f"These weights do not fit this MITP adapter: their {name} has shape {tuple(remapped[key].shape)}, "
-                f"this adapter's is {tuple(own[key].shape)} ({len(mismatched)} tensor(s) differ). Weights load only "
-                "into an adapter with the settings they were saved with (prompt_length, head, head_hidden_size, "
-                "layer_prompts, translator_hidden_size, num_labels, ...): load them with their own "
-                "adapter_config.json (PeftModel.from_pretrained on their folder)."
-            )
+        plain = lambda key: cls._remove_adapter_name_from_key(key, adapter_name)  # noqa: E731
+        check_fills_adapter(remapped, model.state_dict(), f"{ADAPTERS}.{adapter_name}.", plain)
         return remapped
 
 

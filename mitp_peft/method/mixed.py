@@ -15,11 +15,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .config import MITPConfig
-from .engine import batch_size, check_inputs, extract_states, fit_text
+from ..towers import TowerPair
+from ..tuner.config import MITPConfig
+from .engine import extract_states
 from .head import HeadInputs
-from .missing import PRESENCE_INPUTS
-from .towers import TowerPair
+from .inputs import Batch, batch_size, check_inputs, fit_text
+from .missing import COMPLETE, PRESENCE_INPUTS
 
 BASE = "__base__"
 """peft's name for "no adapter" in mixed batches; MITP refuses it (see `check_names`)."""
@@ -76,11 +77,10 @@ def check_fan_out(names: Sequence[str], configs: dict[str, MITPConfig]) -> list[
     return names
 
 
-def shared_inputs(
-    towers: TowerPair, adapters: nn.ModuleDict, inputs: dict, used: Sequence[str]
-) -> tuple[dict, tuple[int, int]]:
-    """The batch with both towers' states computed once at the lowest first interaction layers of `used` (the
-    layers below them see no prompt, so every adapter computes the same there), and those layers."""
+def shared_batch(towers: TowerPair, adapters: nn.ModuleDict, inputs: dict, used: Sequence[str]) -> Batch:
+    """The batch of complete pairs for the adapters `used`, checked once, with both towers' states computed once at
+    their lowest first interaction layers (the layers below see no prompt, so every adapter computes the same there)
+    and the text fitted next to the most prompts."""
     masks = [name for name in PRESENCE_INPUTS if inputs.get(name) is not None]
     if masks:
         raise ValueError(
@@ -92,7 +92,7 @@ def shared_inputs(
     taken_at = (min(adapters[n].text_layers[0] for n in used), min(adapters[n].vision_layers[0] for n in used))
     shared = {**inputs, **extract_states(towers, inputs, *taken_at)}
     shared.pop("pixel_values", None)
-    return shared, taken_at
+    return Batch(shared, batch_size(inputs), COMPLETE, taken_at)
 
 
 def mixed_forward(
@@ -100,19 +100,16 @@ def mixed_forward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits, pooled image features and pooled text features of a batch in which sample i uses adapter names[i].
     The layers below the interaction layers run once for the whole batch, whatever it repeats."""
-    batch = batch_size(inputs)
-    used = check_names(names, batch, configs)
-    shared, taken_at = shared_inputs(towers, adapters, inputs, used)
-    per_sample = [key for key, value in shared.items() if torch.is_tensor(value) and value.shape[:1] == (batch,)]
+    used = check_names(names, batch_size(inputs), configs)
+    batch = shared_batch(towers, adapters, inputs, used)
     outputs: list[torch.Tensor] = []
-    device = shared["input_ids"].device
+    device = batch.inputs["input_ids"].device
     for name in used:
         index = torch.tensor([i for i, n in enumerate(names) if n == name], device=device)
-        group = {key: value[index] if key in per_sample else value for key, value in shared.items()}
-        logits, features = adapters[name](towers, group, taken_at)
+        logits, features = adapters[name](towers, batch.select(index))
         parts = (logits, features.image_features, features.text_features)
         if not outputs:
-            outputs = [part.new_empty((batch, *part.shape[1:])) for part in parts]
+            outputs = [part.new_empty((batch.size, *part.shape[1:])) for part in parts]
         for whole, part in zip(outputs, parts, strict=True):
             whole[index] = part
     return tuple(outputs)
@@ -124,5 +121,5 @@ def fan_out(
     """Each named adapter's logits and head inputs for the whole batch: the layers below the interaction layers run
     once, each adapter its interaction layers, the layers above and its head."""
     used = check_fan_out(names, configs)
-    shared, taken_at = shared_inputs(towers, adapters, inputs, used)
-    return {name: adapters[name](towers, shared, taken_at) for name in used}
+    batch = shared_batch(towers, adapters, inputs, used)
+    return {name: adapters[name](towers, batch) for name in used}

@@ -11,10 +11,10 @@ from typing import Any, Literal, Optional
 
 from peft import PeftConfig
 
-from .adapter_files import check_weights
-from .cards import render_card
-from .head import HEADS
-from .hub import HUB_ATTENTIONS, HUB_READS
+from ..cards import render_card
+from ..method.head import HEADS
+from ..method.hub import HUB_ATTENTIONS, HUB_READS
+from .loading import check_weights
 from .peft_type import MITP_PEFT_TYPE
 
 DEFAULT_NUM_INTERACTION_LAYERS = 4

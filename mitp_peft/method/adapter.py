@@ -7,12 +7,13 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .config import MITPConfig
+from ..towers import TowerPair
+from ..tuner.config import MITPConfig
 from .engine import encode
 from .head import HeadInputs, MITPHead, build_head
 from .hub import MemoryHub
+from .inputs import Batch, prepare
 from .missing import Presence
-from .towers import TowerPair
 
 
 class MITPAdapter(nn.Module):
@@ -109,38 +110,49 @@ class MITPAdapter(nn.Module):
             return pooled
         return torch.where(mask.to(pooled.device)[:, None], pooled, placeholder.to(pooled.dtype))
 
-    def forward(
-        self, towers: TowerPair, inputs: dict, taken_at: Optional[tuple[int, int]] = None
-    ) -> tuple[torch.Tensor, HeadInputs]:
-        """Logits for a batch of model inputs, and what the head read (`taken_at`: see `engine.encode`).
+    def batch(self, towers: TowerPair, inputs: dict) -> Batch:
+        """The model inputs checked for this adapter (see `mitp_peft.method.inputs.prepare`)."""
+        first_layers = (self.text_layers[0], self.vision_layers[0])
+        return prepare(inputs, towers, self.missing_modalities, self.prompt_length, first_layers)
+
+    def forward(self, towers: TowerPair, batch: Batch) -> tuple[torch.Tensor, HeadInputs]:
+        """Logits for a checked batch (`batch`), and what the head read.
 
         Where a sample lacks a modality, the head reads the placeholder in place of its pooled features, and no
         agreement in the shared space (its embeddings are zero there) and no memory of it."""
-        encoded = encode(towers, self, inputs, taken_at)
-        found, batch = encoded.presence, encoded.image_features.shape[0]
-        kept = {
-            m: None if found.complete else found.has(m, batch, encoded.image_features.device)
-            for m in ("image", "text")
-        }
+        found, size = batch.presence, batch.size
+        layer_prompts = None
+        if self.text_layer_prompts is not None:
+            layer_prompts = (self.text_layer_prompts, self.vision_layer_prompts)
+        encoded = encode(
+            towers,
+            batch,
+            (self.text_layers, self.vision_layers),
+            self.first_prompts(size, found),
+            layer_prompts,
+            self.hub,
+            self.head_uses_memory,
+        )
+        image_features = self.fill_absent("image", encoded.image_features, found, size)
+        text_features = self.fill_absent("text", encoded.text_features, found, size)
+        device = image_features.device
+        kept = {m: None if found.complete else found.has(m, size, device) for m in ("image", "text")}
         embeds = (None, None)
         if self.head.needs_embeddings:
             embeds = (
-                _zero_absent(towers.vision.embed_pooled(encoded.image_features), kept["image"]),
-                _zero_absent(towers.text.embed_pooled(encoded.text_features), kept["text"]),
+                _zero_absent(towers.vision.embed_pooled(image_features), kept["image"]),
+                _zero_absent(towers.text.embed_pooled(text_features), kept["text"]),
             )
         memory = (None, None)
         if encoded.memory is not None:
             memory = tuple(
-                _zero_absent(
-                    torch.zeros(batch, size, device=encoded.image_features.device) if m is None else m.mean(1),
-                    kept[name],
-                )
-                for m, size, name in (
+                _zero_absent(torch.zeros(size, width, device=device) if m is None else m.mean(1), kept[name])
+                for m, width, name in (
                     (encoded.memory.vision, self.hub.translate_text_to_vision[-1].out_features, "image"),
                     (encoded.memory.text, self.hub.translate_vision_to_text[-1].out_features, "text"),
                 )
             )
-        features = HeadInputs(encoded.image_features, encoded.text_features, *embeds, *memory)
+        features = HeadInputs(image_features, text_features, *embeds, *memory)
         return self.head(features), features
 
 

@@ -12,8 +12,8 @@ from torch import nn
 class MITPLayer(nn.Module, BaseTunerLayer):
     """Wraps a frozen encoder layer that some MITP adapter uses as an interaction layer.
 
-    It holds no weights: MITP's trainable state lives in one `MITPAdapter` per adapter on `MITPModel`,
-    and the joint forward (`mitp_peft.engine`) appends the prompts to the token stream before calling this layer.
+    It holds no weights: MITP's trainable state lives in one `MITPAdapter` per adapter on `MITPModel`, and the joint
+    forward (`mitp_peft.method.engine`) appends the prompts to the token stream before calling this layer.
     The wrapper gives peft what it manages tuner layers by: status reports, enable/disable, `unload`, refusing to
     merge. Called as a module it is the untouched layer, which is what the backbone's own forward sees.
     """

@@ -21,9 +21,8 @@ from typing import Any
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
-from .engine import CACHE_INPUTS
-from .missing import PRESENCE_INPUTS
-from .towers import TowerPair
+from ..method.inputs import input_names
+from ..towers import TowerPair
 
 TUNER = "_mitp_tuner"
 ORIGINAL_CLASS = "_mitp_original_class"
@@ -39,9 +38,7 @@ OWN_ARGUMENTS = ("labels", "num_items_in_batch", "return_dict")
 
 def joint_arguments(towers: TowerPair) -> tuple[str, ...]:
     """The joint forward's parameters with this backbone: the towers' inputs, the cache inputs, labels."""
-    names = dict.fromkeys(["input_ids", "pixel_values", *towers.text.input_names, *towers.vision.input_names])
-    names.update(dict.fromkeys([*PRESENCE_INPUTS, *CACHE_INPUTS, *OWN_ARGUMENTS]))
-    return tuple(names)
+    return (*input_names(towers), *OWN_ARGUMENTS)
 
 
 def _forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:

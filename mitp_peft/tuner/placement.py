@@ -9,9 +9,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..towers import DENSE_MASK_BACKENDS, TowerPair, resolve_towers
 from .config import DEFAULT_NUM_INTERACTION_LAYERS, MITPConfig
 from .forward import backbone_class
-from .towers import DENSE_MASK_BACKENDS, TowerPair, resolve_towers
 
 
 def place(model: nn.Module, config: MITPConfig) -> tuple[TowerPair, dict[str, Any]]:
