@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 from transformers import AutoModel, default_data_collator
 
 from mitp_peft import MITPConfig, init_head_zero_shot, warm_start_head
-from mitp_peft.arguments import MITPArguments
-from mitp_peft.data import DataArguments, MITPCollator, Splits
+from mitp_peft.arguments import DataArguments, MITPArguments, Splits
+from mitp_peft.data import MITPCollator
 from mitp_peft.extraction import cache_extraction
 from mitp_peft.warm_start import WARM_START_EPOCHS
 

@@ -20,8 +20,7 @@ from common import ScriptArguments, build_adapter, make_collator, prepared, warm
 from transformers import AutoProcessor, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 import mitp_peft
-from mitp_peft.arguments import MITPArguments
-from mitp_peft.data import DataArguments, load_splits
+from mitp_peft.arguments import DataArguments, MITPArguments, load_splits
 from mitp_peft.metrics import compute_metrics
 
 logger = logging.getLogger(__name__)

@@ -31,8 +31,7 @@ from tqdm.auto import tqdm
 from transformers import AutoProcessor, HfArgumentParser
 
 import mitp_peft
-from mitp_peft.arguments import MITPArguments
-from mitp_peft.data import DataArguments, load_splits
+from mitp_peft.arguments import DataArguments, MITPArguments, load_splits
 from mitp_peft.fsdp import adapter_state_dict, shard
 from mitp_peft.method.loss import classification_loss
 from mitp_peft.metrics import task_metrics

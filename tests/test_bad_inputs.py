@@ -20,7 +20,8 @@ from transformers import CLIPModel, Trainer, TrainingArguments
 
 import mitp_peft
 from mitp_peft import MITPConfig
-from mitp_peft.data import DataArguments, MITPCollator, load_pairs, load_splits
+from mitp_peft.arguments import DataArguments, load_splits
+from mitp_peft.data import MITPCollator, load_pairs
 from mitp_peft.zero_shot import _check_optimizer
 
 LABELS = torch.tensor([0, 1, 2])
@@ -582,7 +583,7 @@ def test_add_weighted_adapter_is_refused_with_the_reason():
 
 
 def test_the_weights_fingerprint_reads_the_last_value_of_tensors_too_large_for_float_positions():
-    from mitp_peft.tuner.placement import fingerprint
+    from mitp_peft.tuner.built_for import fingerprint
 
     side = 2**12 + 1  # 16,785,409 values: float32 positions round past the last one
     weights = torch.nn.Linear(side, side, bias=False).requires_grad_(False)

@@ -54,7 +54,7 @@ def test_predict_names_its_own_flag_when_the_base_model_is_unreachable(tmp_path)
 def test_simulated_missingness_without_a_missing_aware_adapter_is_said_in_the_log(tmp_path, caplog):
     from conftest import script_module, tiny_clip_processor
 
-    from mitp_peft.data import DataArguments, Splits
+    from mitp_peft.arguments import DataArguments, Splits
 
     make_collator = script_module("examples/common.py").make_collator
     splits = Splits(train=None, evaluation=None, label_names=["a", "b"], multi_label=False)

@@ -13,15 +13,14 @@ from PIL import Image
 
 import mitp_peft
 from mitp_peft import MITPConfig
+from mitp_peft.arguments import DataArguments, load_splits
 from mitp_peft.data import (
-    DataArguments,
     MITPCollator,
     load_food101,
     load_hub,
     load_mmimdb,
     load_pairs,
     load_snli_ve,
-    load_splits,
     simulate_missing,
 )
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import nn
 
 from ..towers import TowerPair
-from ..tuner.config import MITPConfig
 from .engine import encode
 from .head import HeadInputs, MITPHead, build_head
 from .hub import MemoryHub
 from .inputs import Batch, prepare
 from .missing import Presence
+
+if TYPE_CHECKING:  # the config is read, never imported: the method sits below peft's tuner
+    from ..tuner.config import MITPConfig
 
 
 class MITPAdapter(nn.Module):

@@ -11,12 +11,12 @@ adapter gives alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..towers import TowerPair
-from ..tuner.config import MITPConfig
 from .engine import extract_states
 from .head import HeadInputs
 from .inputs import Batch, batch_size, check_inputs, fit_text
@@ -24,6 +24,9 @@ from .missing import COMPLETE, PRESENCE_INPUTS
 
 BASE = "__base__"
 """peft's name for "no adapter" in mixed batches; MITP refuses it (see `check_names`)."""
+
+if TYPE_CHECKING:  # the config is read, never imported: the method sits below peft's tuner
+    from ..tuner.config import MITPConfig
 
 
 def check_names(names: Sequence[str], batch: int, configs: dict[str, MITPConfig]) -> list[str]:

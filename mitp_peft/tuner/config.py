@@ -11,9 +11,9 @@ from typing import Any, Literal, Optional
 
 from peft import PeftConfig
 
-from ..cards import render_card
 from ..method.head import HEADS
 from ..method.hub import HUB_ATTENTIONS, HUB_READS
+from .cards import render_card
 from .loading import check_weights
 from .peft_type import MITP_PEFT_TYPE
 
@@ -187,7 +187,7 @@ class MITPConfig(PeftConfig):
         if self.hub_reads not in HUB_READS:
             raise ValueError(f"hub_reads must be one of {HUB_READS}, got {self.hub_reads!r}.")
         if self.head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}.")
+            raise ValueError(f"head must be one of {sorted(HEADS)}, got {self.head!r}.")
         if self.zero_shot_template is not None and "{}" not in self.zero_shot_template:
             raise ValueError(
                 f"zero_shot_template must contain '{{}}' where the class name goes, got {self.zero_shot_template!r}."

@@ -15,7 +15,7 @@ from peft import PeftConfig
 
 TEMPLATE = "mitp_adapter.md"
 # Installed, the template ships inside the package; in a plain checkout it is the repository's model_cards/ folder.
-CHECKOUT_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / TEMPLATE
+CHECKOUT_TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / TEMPLATE
 MAX_LISTED_LABELS = 40
 # The hub has no task for classifying image-text pairs; image classification is the nearest one it indexes.
 PIPELINE_TAG = "image-classification"
