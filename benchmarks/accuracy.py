@@ -16,9 +16,10 @@ and 10, LoRA 1 then 3 (and at the epochs MITP's defaults picked, which the grid 
 fine-tuning 1 (3 too on the single-item tasks, where it is affordable). Methods that train the backbone or prompts
 start from a head fitted on the frozen features (LP-FT), all alike, and every head is MITP's (an MLP on both pooled
 features and their agreement, unless a row names another). MITP's variants are screened with one seed at the setting
-the 0.3 defaults picked, on the first three tables; the defaults of 0.4 and of the day (`defaults_rows`) pick their
-own rate at that row's epochs and run every seed on every table. Results go to a JSON-lines file as they come (a
-rerun skips what is there) and the tables to docs/results_accuracy.md.
+the head on pooled features picked, on the first three tables; the package's defaults and their form with the hub
+reading prompts only (`defaults_rows`) pick their own rate at that row's epochs and run every seed on every table.
+Results go to a JSON-lines file as they come (a rerun skips what is there) and the tables to
+docs/results_accuracy.md.
 """
 
 from __future__ import annotations
@@ -50,25 +51,23 @@ SEEDS = (0, 1, 2)
 CONVERGED_EPOCHS = 20
 HEAD_ROWS = ("linear", "agreement", "mlp", "zero_shot_init")
 
-TODAY = {"translator_hidden_size": 512, "head_hidden_size": 512}
-"""MITP's widths before this study (0.2): 3,207,013 parameters on CLIP ViT-L/14 with 101 classes (2.9% of the
-DINOv2 backbone). A run's options are keyed over the 0.3 defaults (`recorded_defaults`): the options of the row of
-those defaults are empty."""
-DEFAULTS_0_4: dict[str, Any] = {"head_uses_memory": True, "head_hidden_size": 128}
-"""The defaults of 0.4 on the study's backbone, written out over the 0.3 defaults: the head reads the hub memory
-and is a third of the text tower's width (384 for MiniLM), as is the translator. The paper's budget: 2,066,277
-parameters on CLIP ViT-L/14 with 101 classes (benchmarks/budget.py); 0.96% of the DINOv2 backbone on the study's
-tasks (0.99% with 101 classes)."""
-DEFAULTS: dict[str, Any] = {**DEFAULTS_0_4, "hub_reads": "tokens"}
-"""The defaults since 0.5: those of 0.4, the hub reading the other tower's tokens too (no parameter more)."""
+WIDE = {"translator_hidden_size": 512, "head_hidden_size": 512}
+"""Translators and head 512 wide: 3,207,013 parameters on CLIP ViT-L/14 with 101 classes (2.9% of the DINOv2
+backbone), the reference of the budget's rule."""
+READING_PROMPTS: dict[str, Any] = {"head_uses_memory": True, "head_hidden_size": 128}
+"""The package's defaults with the hub reading prompts only, written out over the keying baseline
+(`recorded_defaults`): the head reads the hub memory and is a third of the text tower's width (384 for MiniLM), as is
+the translator. The paper's budget: 2,066,277 parameters on CLIP ViT-L/14 with 101 classes (benchmarks/budget.py);
+0.96% of the DINOv2 backbone on the study's tasks (0.99% with 101 classes)."""
+DEFAULTS: dict[str, Any] = {**READING_PROMPTS, "hub_reads": "tokens"}
+"""The package's defaults: the hub reads the other tower's tokens too (no parameter more)."""
 
 
 def recorded_defaults(method: str, text_width: int) -> dict[str, Any]:
-    """What a stored run's options are keyed over: MITPConfig's defaults of 0.3 (the MLP head half the text tower's
-    width, reading pooled features only, the hub reading prompts only), and for the other heads that same width.
-    Pinned so that a change of the package's defaults (0.4: the head reads the hub memory and is a third as wide;
-    0.5: the hub reads tokens) leaves what a stored key means as it was; the row of the defaults of the day names
-    them in its options (`DEFAULTS`)."""
+    """What a stored run's options are keyed over, a fixed baseline: the MLP head half the text tower's width,
+    reading pooled features only, the hub reading prompts only (the row *head on pooled features*), and for the other
+    heads that same width. Pinned so that a change of the package's defaults leaves what a stored key means as it
+    was; the row of the package's defaults names them in its options (`DEFAULTS`)."""
     if method == "zero_shot":
         return {}
     head = {"head_hidden_size": text_width // 2}
@@ -83,7 +82,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "M=16 prompts": {"prompt_length": 16},
     "a prompt of its own per layer": {"layer_prompts": True},
 }
-"""Screened against the 0.3 defaults, with their options otherwise."""
+"""Screened against the head on pooled features, with its options otherwise."""
 VARIANT_NAMES = tuple(f"MITP, {name}" for name in VARIANTS)
 """The variants' rows as the tables name them (and as --confirm matches them)."""
 
@@ -114,8 +113,8 @@ QUICK = Budget(
 """--quick: every stage (grid, choice on validation, seeds, table, verdicts) on the least that exercises it."""
 PUBLIC_KINDS = ("easy_vqa",)
 """Tables on public data, measured with the package's defaults alone: their MITP row screens its own rate and epochs
-(no rows of earlier defaults), and the backbone, whose shared space was fitted on ten garment captions, cannot answer
-their questions zero-shot (no zero-shot row)."""
+(no rows of other forms of MITP), and the backbone, whose shared space was fitted on ten garment captions, cannot
+answer their questions zero-shot (no zero-shot row)."""
 PLAN = (
     ("dino", "easy_vqa"),
     ("dino", "grid_locating"),
@@ -129,11 +128,12 @@ must tell the vision tower what to look at (what interaction is for), then the p
 silhouettes."""
 SCREENED = ("grid_locating", "grid_matching", "either_or")
 """Where MITP's variants are screened, right after each of these tables."""
-MITP_TODAY = "MITP, today's widths (3.2M on L/14)"
-"""The issue's reference for the budget's rule: a default within the budget may lose no more than half a point on
-any task against these widths."""
-MITP_PREVIOUS = "MITP, 0.3 defaults (1.95M on L/14)"
-MITP_0_4 = "MITP, 0.4 defaults (2.07M on L/14)"
+MITP_WIDE = "MITP, widths 512 (3.2M on L/14)"
+"""The reference of the budget's rule: a default within the budget may lose no more than half a point on any task
+against these widths."""
+MITP_POOLED = "MITP, head on pooled features (1.95M on L/14)"
+"""The keying baseline's row (`recorded_defaults`): its MITP variants are screened at the setting it picked."""
+MITP_READS_PROMPTS = "MITP, hub reads prompts only (2.07M on L/14)"
 MITP_BUDGET = "MITP (defaults: 2.07M on L/14)"
 LORA = "LoRA r=8 (attention of both towers) + MITP's head"
 LORA_AT_MITP_EPOCHS = "LoRA at MITP's epochs (r=8, attention of both towers) + MITP's head"
@@ -279,8 +279,8 @@ def baseline_rows(task_kind: str, budget: Budget = Budget()) -> list[Row]:
         trained += ((MITP_BUDGET, "mitp", {"warm_start": True, **DEFAULTS}, budget.mitp_epochs),)
     else:
         trained += (
-            (MITP_TODAY, "mitp", {"warm_start": True, **TODAY}, budget.mitp_epochs),
-            (MITP_PREVIOUS, "mitp", {"warm_start": True}, budget.mitp_epochs),
+            (MITP_WIDE, "mitp", {"warm_start": True, **WIDE}, budget.mitp_epochs),
+            (MITP_POOLED, "mitp", {"warm_start": True}, budget.mitp_epochs),
         )
     rates = {"full_finetune": budget.full_finetune_grid}
     rows += [Row(name, method, options, rates.get(method, budget.expensive_grid), epochs, budget.seeds)
@@ -381,14 +381,13 @@ def run_table(study: Study, backbone: str, task: str, rows: list[Row]) -> list[d
 
 
 def defaults_rows(previous: dict, budget: Budget = Budget()) -> list[Row]:
-    """The defaults of 0.4, then those of the day: every seed, the rate picked on validation from the rates of the
-    rows that run the backbone, at the epochs the 0.3 defaults (`previous`, their summary) picked. The 0.4 defaults
-    were screened as the candidate for the default so: held to the 0.3 defaults' rate they lost 1.4 points on
-    matching at 1e-4, a rate those won there on one validation sample in 500 (0.898 vs 0.896 at 3 epochs), and at
-    1e-3 they scored higher on validation and test."""
+    """The defaults with the hub reading prompts only, then the package's defaults: every seed, the rate picked on
+    validation from the rates of the rows that run the backbone, at the epochs the head on pooled features
+    (`previous`, its summary) picked. A candidate default picks its own rate: held to another row's rate it can lose
+    on a difference of one validation sample."""
     return [Row(name, "mitp", {"warm_start": True, **options}, budget.expensive_grid, (previous["epochs"],),
                 budget.seeds)
-            for name, options in ((MITP_0_4, DEFAULTS_0_4), (MITP_BUDGET, DEFAULTS))]  # fmt: skip
+            for name, options in ((MITP_READS_PROMPTS, READING_PROMPTS), (MITP_BUDGET, DEFAULTS))]  # fmt: skip
 
 
 def equal_epochs_rows(summaries: list[dict], budget: Budget = Budget()) -> list[Row]:
@@ -402,9 +401,9 @@ def equal_epochs_rows(summaries: list[dict], budget: Budget = Budget()) -> list[
 
 
 def variant_rows(previous: dict, confirmed: tuple[str, ...] = ()) -> list[Row]:
-    """MITP's variants at the setting the 0.3 defaults (`previous`, their summary) picked: one seed each to screen,
-    every seed for those whose names start with one of `confirmed` (a screened winner's claim needs the seeds the
-    other rows have)."""
+    """MITP's variants at the setting the head on pooled features (`previous`, its summary) picked: one seed each to
+    screen, every seed for those whose names start with one of `confirmed` (a screened winner's claim needs the seeds
+    the other rows have)."""
     return [
         Row(
             row_name,
@@ -483,9 +482,9 @@ SUMMARY_COLUMNS = (
     ("LoRA", LORA),
     ("LoRA, MITP's epochs", LORA_AT_MITP_EPOCHS),
     ("full fine-tuning", "full fine-tuning"),
-    ("MITP, today's widths", MITP_TODAY),
-    ("MITP, 0.3 defaults", MITP_PREVIOUS),
-    ("MITP, 0.4 defaults", MITP_0_4),
+    ("MITP, widths 512", MITP_WIDE),
+    ("MITP, pooled-feature head", MITP_POOLED),
+    ("MITP, hub reads prompts", MITP_READS_PROMPTS),
     ("MITP (defaults)", MITP_BUDGET),
 )
 """The summary's columns and the row names they take."""
@@ -522,7 +521,7 @@ def summary(tables: dict) -> str:
 
 
 def verdicts(task: str, summaries: list[dict], budget: Budget = Budget()) -> list[str]:
-    """The targets of the real-ViT issue, as measured on this table, with what the comparison still lacks (a
+    """The study's targets, as measured on this table, with what the comparison still lacks (a
     rival that did not run, or ran at fewer epochs than MITP): a target met against less is not met."""
     from mitp_bench.tasks import task_parts
 
@@ -565,16 +564,17 @@ def verdicts(task: str, summaries: list[dict], budget: Budget = Budget()) -> lis
         gap = mitp["test_mean"] - full["test_mean"]
         lines.append(f"MITP vs full fine-tuning {full['test_mean']:.3f}: {gap:+.3f} "
                      f"({'met' if gap >= -0.01 else 'NOT met'}: within 1 point or above)")  # fmt: skip
-    today, previous = by.get(MITP_TODAY), by.get(MITP_PREVIOUS)
-    if today is None:
-        lines.append("the 2.0M budget against today's widths: not measured (their row did not run)")
+    wide = by.get(MITP_WIDE)
+    if wide is None:
+        lines.append("the 2.0M budget against widths 512: not measured (their row did not run)")
     else:
-        change = mitp["test_mean"] - today["test_mean"]
-        lines.append(f"the 2.0M budget against today's widths {today['test_mean']:.3f}: {change:+.3f} "
+        change = mitp["test_mean"] - wide["test_mean"]
+        lines.append(f"the 2.0M budget against widths 512 {wide['test_mean']:.3f}: {change:+.3f} "
                      f"({'met' if change >= -0.005 else 'NOT met'}: losing 0.5 point at most)")  # fmt: skip
-    for name, earlier in (("0.3", previous), ("0.4", by.get(MITP_0_4))):
+    for name, earlier in (("the head on pooled features", by.get(MITP_POOLED)),
+                          ("the hub reading prompts only", by.get(MITP_READS_PROMPTS))):  # fmt: skip
         if earlier is not None:
-            lines.append(f"the defaults against the {name} defaults {earlier['test_mean']:.3f}: "
+            lines.append(f"the defaults against {name} {earlier['test_mean']:.3f}: "
                          f"{mitp['test_mean'] - earlier['test_mean']:+.3f}")  # fmt: skip
     zero_shot = by.get("zero-shot (the backbone's own prediction)")
     if zero_shot is not None and kind.startswith("grid"):
@@ -671,7 +671,7 @@ def main() -> None:
         rows = rows_of[backbone, task] = kept(baseline_rows(kind, budget))
         measure = summarize_done if args.report_only else run_table
         tables[backbone, task] = measure(study, backbone, task, rows)
-        previous = next((s for s in tables[backbone, task] if s["name"] == MITP_PREVIOUS), None)
+        previous = next((s for s in tables[backbone, task] if s["name"] == MITP_POOLED), None)
         if previous is not None:
             screened = budget.variants and task in SCREENED
             later = [*defaults_rows(previous, budget), *(variant_rows(previous, every_seed_of) if screened else [])]

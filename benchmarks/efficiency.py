@@ -252,7 +252,7 @@ def markdown(rows: list[dict], title: str) -> str:
 
 
 def targets(rows: list[dict]) -> list[str]:
-    """The targets of the efficiency issues, as measured."""
+    """The efficiency targets, as measured."""
     by = {r["method"]: r for r in rows}
     mitp, cached, compiled = by.get("mitp"), by.get("mitp_cached"), by.get("mitp_compiled")
     checks = []

@@ -7,7 +7,7 @@ lower bound of 5e-3 on tiny backbones of every family; this shows it on real wei
 through 1e-5.
 
     python benchmarks/interaction.py                      # the study's DINOv2 backbone (when it is built)
-    python benchmarks/interaction.py --backbones demo,large  # the first study's backbones
+    python benchmarks/interaction.py --backbones demo,large  # the toy backbones of the superseded study
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def subset_table(summaries: list[dict]) -> str:
 
 
 def verdicts(summaries: list[dict], task: str) -> list[str]:
-    """The targets of the missing-modality issue, as measured on this table, with what the task lets any method
+    """The missing-modality targets, as measured on this table, with what the task lets any method
     reach."""
     by = {s["name"]: s for s in summaries}
     lines = []

@@ -47,9 +47,9 @@ def test_save_writes_only_the_adapter_and_reload_is_bit_identical(tmp_path, inpu
 
 
 def test_an_adapter_saved_with_the_previous_defaults_loads_as_it_was_saved(tmp_path, inputs):
-    """0.4 changed two defaults (the head reads the hub memory, a third of the text width). A 0.3 adapter's config
-    names both as they were, and loading it must keep them, not take today's defaults (shape errors or another
-    model)."""
+    """An adapter saved with other values of settings that have defaults (the head on pooled features only, another
+    head width) names them in its config, and loading it must keep them, not take the defaults (shape errors or
+    another model)."""
     model = trained(tiny_clip(), head_uses_memory=False, head_hidden_size=16)
     expected = model(**inputs).logits
     model.save_pretrained(tmp_path)

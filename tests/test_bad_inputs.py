@@ -289,7 +289,7 @@ def test_the_card_names_the_data_not_the_loader_and_how_to_install():
     assert DataArguments(dataset="food101").name == "UPMC-Food101"
 
 
-# ==== Trust (the trust-and-house issue): the silent or wrong results, numbered after its list
+# ==== Silent or wrong results: each is refused or made right
 
 
 def test_one_single_label_class_is_refused_with_both_fixes():

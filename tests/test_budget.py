@@ -61,9 +61,9 @@ def test_l14_defaults_are_the_papers_budget(capsys):
         "vision_to_text": 1024 * 256 + 256 + 256 * 768 + 768,
         "head": (1024 + 768 + 768 + 768 + 1024) * 256 + 256 + 256 * 101 + 101,
     }
-    previous = l14_with_mitp(head_uses_memory=False, head_hidden_size=384)  # the defaults of 0.3
+    previous = l14_with_mitp(head_uses_memory=False, head_hidden_size=384)  # the head on pooled features only
     assert previous.get_nb_trainable_parameters()[0] == 1_948_261
-    wide = l14_with_mitp(translator_hidden_size=512, head_hidden_size=512, head_uses_memory=False)  # of 0.2
+    wide = l14_with_mitp(translator_hidden_size=512, head_hidden_size=512, head_uses_memory=False)
     assert wide.get_nb_trainable_parameters()[0] == 3_207_013
 
 
