@@ -69,7 +69,7 @@ ablation: $(VENV)/.installed fashion-mnist
 ablation-missing: $(VENV)/.installed fashion-mnist
 	$(PY) benchmarks/missing.py --report docs/results_missing.md
 
-# Every stage of the study on a few samples (what CI runs, in tests/test_benchmarks.py).
+# Every stage of the study on a few samples (what CI runs, in benchmarks/tests/test_benchmarks.py).
 ablation-quick: $(VENV)/.installed fashion-mnist
 	$(PY) benchmarks/accuracy.py --quick --results .cache/accuracy_quick.jsonl
 

@@ -1,4 +1,5 @@
-"""Tiny dual encoders of every supported family, built from configs, and inputs that fit each."""
+"""Tiny dual encoders of every supported family, built from configs, inputs that fit each, and an MITP model on any
+backbone (`mitp`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from collections.abc import Callable
 from typing import NamedTuple, Optional
 
 import torch
-from conftest import tiny_clip
+from helpers import tiny_clip
+from peft import PeftModel, get_peft_model
 from transformers import (
     AltCLIPConfig,
     AltCLIPModel,
@@ -26,6 +28,8 @@ from transformers import (
     VisionTextDualEncoderModel,
     ViTConfig,
 )
+
+from mitp_peft import MITPConfig
 
 VOCAB = 100
 TEXT = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=5, num_attention_heads=4)
@@ -146,3 +150,10 @@ def family_inputs(name: str, lengths=(7, 5, 3), seed: int = 1) -> dict:
         ids[row, 0], ids[row, n - 1] = 3, VOCAB - 1
         mask[row, :n] = 1
     return dict(input_ids=ids, attention_mask=mask, **family.pixel_inputs(batch, g))
+
+
+def mitp(backbone: torch.nn.Module | str, **settings) -> PeftModel:
+    """An MITP model with `settings` (3 labels unless they say otherwise) on `backbone`: a model, or the name of a
+    family here, built with seed 0."""
+    model = build(backbone) if isinstance(backbone, str) else backbone
+    return get_peft_model(model, MITPConfig(**{"num_labels": 3, **settings}))

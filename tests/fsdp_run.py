@@ -11,7 +11,7 @@ import os
 import sys
 
 import torch
-from conftest import make_inputs, tiny_clip
+from helpers import make_inputs, tiny_clip
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig, warm_start_head

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import adapter_keys, adapter_module, make_inputs, tiny_clip
+from helpers import adapter_keys, adapter_module, make_inputs, tiny_clip
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import CLIPModel
@@ -202,7 +202,7 @@ def test_from_pretrained_with_a_local_base_and_a_missing_one(tmp_path, inputs):
 def test_an_adapter_saved_by_0_5_loads_bit_for_bit(tmp_path):
     """tests/data/adapter_saved_by_0_5 was saved by mitp-peft 0.5.0 (a missing-aware adapter with label names on the
     tiny CLIP, its weights moved off their start), with the logits it gave: checkpoint keys and format stay."""
-    from conftest import ROOT
+    from helpers import ROOT
 
     folder = ROOT / "tests" / "data" / "adapter_saved_by_0_5"
     model = PeftModel.from_pretrained(tiny_clip(), folder).eval()

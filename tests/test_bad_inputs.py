@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import MAX_POSITIONS, make_inputs, pairs_file, picture, tiny_clip, tiny_clip_processor
-from families import build, family_inputs
+from families import build, family_inputs, mitp
+from helpers import MAX_POSITIONS, make_inputs, pairs_file, picture, tiny_clip, tiny_clip_processor
 from huggingface_hub import ModelCard
 from peft import PeftModel, get_peft_model
 from PIL import Image
@@ -25,10 +25,6 @@ from mitp_peft.data import MITPCollator, load_pairs
 from mitp_peft.zero_shot import _check_optimizer
 
 LABELS = torch.tensor([0, 1, 2])
-
-
-def mitp(base, **kwargs):
-    return get_peft_model(base, MITPConfig(num_labels=3, **kwargs))
 
 
 # ---- an adapter on another backbone of equal widths
@@ -145,7 +141,7 @@ def test_a_label_only_validation_holds_is_refused(tmp_path):
 
 
 def test_trainer_evaluates_loss_and_accuracy_without_label_names(tmp_path):
-    from conftest import PairDataset
+    from helpers import PairDataset
 
     from mitp_peft.metrics import compute_metrics
 
@@ -466,7 +462,7 @@ def test_confusing_a_semicolon_csv_is_named(tmp_path):
 
 
 def test_confusing_trainer_predict_gives_the_logits(tmp_path):
-    from conftest import PairDataset
+    from helpers import PairDataset
 
     model = mitp(tiny_clip())
     args = TrainingArguments(tmp_path, report_to=[], use_cpu=True, per_device_eval_batch_size=4)

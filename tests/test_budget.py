@@ -1,7 +1,7 @@
 """The parameter budget of METHOD.md on a CLIP ViT-L/14-sized backbone (built on the meta device: no weights)."""
 
 import torch
-from conftest import script_module
+from helpers import script_module
 from peft import get_peft_model
 from safetensors import safe_open
 from transformers import CLIPConfig, CLIPModel

@@ -12,8 +12,8 @@ import os
 
 import pytest
 import torch
-from conftest import make_inputs, on, tiny_clip
 from families import FAMILIES, build, family_inputs
+from helpers import make_inputs, on, tiny_clip
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig

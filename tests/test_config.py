@@ -1,7 +1,7 @@
 """MITPConfig: defaults, validation messages, layer resolution against a backbone, JSON round trip."""
 
 import pytest
-from conftest import MAX_POSITIONS, TEXT_LAYERS, VISION_LAYERS
+from helpers import MAX_POSITIONS, TEXT_LAYERS, VISION_LAYERS
 from peft import PeftConfig, get_peft_model
 
 from mitp_peft import MITP_PEFT_TYPE, MITPConfig

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 import torch
-from conftest import pairs_file, picture, tiny_clip_processor
+from helpers import pairs_file, picture, tiny_clip_processor
 from PIL import Image
 
 from mitp_peft.data import (

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, picture, tiny_clip
+from helpers import ROOT, picture, tiny_clip
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig
@@ -52,7 +52,7 @@ def test_predict_names_its_own_flag_when_the_base_model_is_unreachable(tmp_path)
 
 
 def test_simulated_missingness_without_a_missing_aware_adapter_is_said_in_the_log(tmp_path, caplog):
-    from conftest import script_module, tiny_clip_processor
+    from helpers import script_module, tiny_clip_processor
 
     from mitp_peft.arguments import DataArguments, Splits
 

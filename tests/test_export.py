@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_inputs, tiny_clip, tiny_clip_processor
 from families import build, family_inputs
+from helpers import make_inputs, tiny_clip, tiny_clip_processor
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig, export_onnx
@@ -82,7 +82,7 @@ def torch_free_python(tmp_path):
 def test_the_exported_folder_classifies_images_and_texts_without_pytorch(tmp_path):
     import subprocess
 
-    from conftest import ROOT
+    from helpers import ROOT
     from PIL import Image
 
     import mitp_peft

@@ -3,7 +3,7 @@
 import datasets
 import pytest
 import torch
-from families import build, family_inputs
+from families import build, family_inputs, mitp
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig
@@ -11,10 +11,6 @@ from mitp_peft.extraction import cache_extraction, extract_states
 
 LABELS = torch.tensor([0, 1, 2])
 PIXEL_INPUTS = ("pixel_values", "spatial_shapes")
-
-
-def mitp(name):
-    return get_peft_model(build(name), MITPConfig(num_labels=3))
 
 
 def without_pixels(inputs):

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from families import FAMILIES, TEXT, TRAINED_LIKE_INIT, VISION, build, family_inputs
+from families import FAMILIES, TEXT, TRAINED_LIKE_INIT, VISION, build, family_inputs, mitp
 from peft import PeftModel, get_peft_model
 from transformers import CLIPVisionConfig
 
@@ -14,10 +14,6 @@ from mitp_peft.towers import resolve_towers
 
 NAMES = sorted(FAMILIES)
 LABELS = torch.tensor([0, 1, 2])
-
-
-def mitp(name, **kwargs):
-    return get_peft_model(build(name), MITPConfig(num_labels=3, **kwargs))
 
 
 def backbone_embeds(model, inputs):

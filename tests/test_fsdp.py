@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import make_inputs, tiny_clip
+from helpers import make_inputs, tiny_clip
 from peft import PeftModel
 from safetensors.torch import load_file
 

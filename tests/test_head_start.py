@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PairDataset, make_inputs, tiny_clip, tiny_clip_processor
+from helpers import PairDataset, make_inputs, tiny_clip, tiny_clip_processor
 from peft import PeftModel, get_peft_model
 
 import mitp_peft

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, script_module
+from helpers import ROOT, script_module
 
 from mitp_peft.arguments import MITPArguments
 from mitp_peft.tuner.config import DATA, LABELS, RECORD, SETTING, mitp_fields
@@ -79,7 +79,7 @@ def test_scripts_take_every_mitp_setting_with_its_help():
 
 
 def test_the_card_lists_every_setting(tmp_path):
-    from conftest import tiny_clip
+    from helpers import tiny_clip
     from peft import get_peft_model
 
     from mitp_peft import MITPConfig
@@ -96,8 +96,9 @@ def test_the_card_lists_every_setting(tmp_path):
 def test_the_examples_import_nothing_by_path():
     for path in [
         *(ROOT / "examples").rglob("*.py"),
-        *(ROOT / "benchmarks").glob("*.py"),
+        *(ROOT / "benchmarks").rglob("*.py"),
         *(ROOT / "tests").glob("*.py"),
     ]:
         assert "sys.path.insert" not in path.read_text().replace('"sys.path.insert"', ""), path
-    assert script_module("benchmarks/budget.py").BACKBONES
+    budget = script_module("benchmarks/budget.py")  # a script imports as a module from its file, by its path
+    assert budget.__file__ == str(ROOT / "benchmarks" / "budget.py") and "CLIP ViT-L/14" in budget.BACKBONES

@@ -2,7 +2,7 @@
 
 import torch
 import torch.nn.functional as F
-from conftest import make_inputs, tiny_clip
+from helpers import make_inputs, tiny_clip
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig

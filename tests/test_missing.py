@@ -6,8 +6,8 @@ from functools import partial
 import datasets
 import pytest
 import torch
-from conftest import PAD, make_inputs, pairs_file, picture, tiny_clip, tiny_clip_processor
 from families import FAMILIES, build, family_inputs
+from helpers import PAD, make_inputs, pairs_file, picture, tiny_clip, tiny_clip_processor
 from peft import PeftModel, get_peft_model
 from PIL import Image
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import make_inputs, tiny_clip
 from families import FAMILIES, build, family_inputs
+from helpers import make_inputs, tiny_clip
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig

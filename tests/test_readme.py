@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 from huggingface_hub import CommitInfo, HfApi
 
 HUB_MODEL = "openai/clip-vit-base-patch16"
@@ -48,7 +48,7 @@ def test_every_python_block_runs(base_folder, food101, tmp_path, monkeypatch):
 def test_the_one_future_warning_of_creating_and_loading_comes_from_peft(tmp_path, recwarn):
     import warnings
 
-    from conftest import make_inputs, tiny_clip
+    from helpers import make_inputs, tiny_clip
     from peft import PeftModel, get_peft_model
 
     from mitp_peft import MITPConfig

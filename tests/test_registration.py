@@ -6,7 +6,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 from peft import mapping
 
 from mitp_peft import MITPConfig, MITPModel
@@ -56,7 +56,7 @@ def _tables():
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    """Run code in a fresh interpreter that imports the tests' helpers (conftest) by name."""
+    """Run code in a fresh interpreter that imports the tests' helpers by name."""
     environment = dict(
         os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
     )
@@ -71,7 +71,7 @@ def test_loading_paths_in_a_fresh_process(tmp_path):
     README documents: the import (or `mitp_peft.from_pretrained`) loads; without it peft fails with KeyError 'MITP'."""
     setup = """
         import torch
-        from conftest import tiny_clip, make_inputs
+        from helpers import tiny_clip, make_inputs
     """
     save = (
         setup

@@ -2,16 +2,13 @@
 
 import pytest
 import torch
-from conftest import make_inputs, on, tiny_clip
+from families import mitp
+from helpers import make_inputs, on, tiny_clip
 from peft import get_peft_model
 
 from mitp_peft import MITPConfig
 
 LABELS = torch.tensor([0, 1, 2])
-
-
-def mitp(base, **kwargs):
-    return get_peft_model(base, MITPConfig(num_labels=3, **kwargs))
 
 
 def grads(model):
@@ -171,11 +168,10 @@ def test_return_dict_false_gives_a_tuple(inputs):
     assert logits.shape == (3, 3) and image_features.shape[0] == 3 and loss.dim() == 0
 
 
+@pytest.mark.cuda
 def test_a_training_step_reads_nothing_back_from_the_device(inputs, device):
     """On an accelerator, a forward and backward that read a value back to the host (`.item()`, a value check in
     Python) would wait for every queued kernel; CUDA's sync debug mode makes that an error."""
-    if not device.startswith("cuda"):
-        pytest.skip("host syncs are a property of accelerators: run with MITP_TEST_DEVICE=cuda (the GPU check)")
     model = mitp(tiny_clip().to(device))
     inputs, labels = on(device, inputs), LABELS.to(device)
     # Made before the check starts: a device tensor built from a Python number is a host-to-device copy that syncs.

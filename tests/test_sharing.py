@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, tiny_clip_processor
+from helpers import ROOT, tiny_clip_processor
 from huggingface_hub import CommitInfo, HfApi, ModelCard
 from peft import get_peft_model
 from PIL import Image
@@ -174,7 +174,7 @@ def test_describe_training_needs_an_mitp_model(base_folder):
 def test_a_pickled_model_unpickles_with_the_same_logits(base_folder, tmp_path):
     import io
 
-    from conftest import make_inputs
+    from helpers import make_inputs
 
     model = adapter(base_folder).eval()
     buffer = io.BytesIO()

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PairDataset, tiny_clip
+from helpers import PairDataset, tiny_clip
 from peft import get_peft_model
 from safetensors.torch import load_file
 from trainer_run import run

@@ -9,7 +9,7 @@ import venv
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 # Runs in the fresh environment, from a folder outside the checkout: the quick start on a tiny CLIP, the Trainer
 # metrics, save and reload, and the card.

@@ -8,7 +8,7 @@ import os
 import sys
 
 import torch
-from conftest import PairDataset, tiny_clip
+from helpers import PairDataset, tiny_clip
 from peft import get_peft_model
 from safetensors.torch import save_file
 from transformers import Trainer, TrainingArguments

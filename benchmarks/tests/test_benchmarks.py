@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, script_module
+from helpers import ROOT, script_module
 from peft import LoraConfig, get_peft_model
 
 from mitp_peft import MITPConfig
@@ -116,7 +116,7 @@ def test_accuracy_study_quick_mode_runs_every_stage_and_resumes(tiny_backbone, t
     run_study(command)
     assert len(results.read_text().splitlines()) == expected  # resumed: nothing rerun
     # Rows left out by the start of their name (names hold commas, so semicolons part them): they go, the rest stay.
-    skipped, gone = tmp_path / "skipped.md", ("full fine-tuning", "MITP, today")
+    skipped, gone = tmp_path / "skipped.md", ("full fine-tuning", "MITP, widths 512")
     run_study([*study_command("accuracy.py", folder, results, skipped), "--report-only", "--skip", ";".join(gone)])
     kept = skipped.read_text()
     names = {line.split(" | ")[0].lstrip("| ") for line in kept.splitlines() if line.startswith("| ")}

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, script_module
+from helpers import ROOT, script_module
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor, BertModel
 

@@ -78,7 +78,7 @@ def test_missing_modality_runs_are_scored_per_subset_and_bounded_by_what_the_tas
     complete = {name: torch.ones(5, dtype=torch.bool) for name in present}
     assert set(experiment.by_missing(logits, experiment.Split(complete, part.labels, []), False)) == {"complete"}
 
-    from conftest import script_module
+    from helpers import script_module
 
     missing = script_module("benchmarks/missing.py")
     # Either-or without its image: the text names two classes and only the image decides, so chance at most.
