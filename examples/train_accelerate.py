@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 from transformers import AutoProcessor, HfArgumentParser
 
 import mitp_peft
+from mitp_peft import classification_loss
 from mitp_peft.arguments import DataArguments, MITPArguments, load_splits
 from mitp_peft.fsdp import adapter_state_dict, shard
-from mitp_peft.method.loss import classification_loss
 from mitp_peft.metrics import task_metrics
 
 logger = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from .export import export_onnx
 from .method.adapter import MITPAdapter
 from .method.head import MITPHead, MITPOutput
 from .method.hub import MemoryHub
+from .method.loss import classification_loss
 from .prediction import predict
 from .sharing import describe_training, from_pretrained, push_to_hub
 from .tuner.config import MITPConfig
@@ -42,6 +43,7 @@ __all__ = [
     "MITPModel",
     "MITPOutput",
     "MemoryHub",
+    "classification_loss",
     "describe_training",
     "export_onnx",
     "from_pretrained",
