@@ -20,8 +20,9 @@ CACHED_LAYERS = "mitp_states_layers"
 CACHE_INPUTS = (CACHED_TEXT_STATES, CACHED_VISION_STATES, CACHED_LAYERS)
 
 
-def check_inputs(inputs: dict, vision: VisionTower, missing_modalities: bool = False) -> None:
-    """Fail early, naming the problem, instead of with a shape error deep inside torch."""
+def check_inputs(inputs: dict, vision: VisionTower, missing_modalities: bool = False) -> tuple[bool, bool]:
+    """Fail early, naming the problem, instead of with a shape error deep inside torch; whether the batch holds image
+    and text inputs at all (`given`)."""
     has_image, has_text = given(inputs)
     if not (has_image and has_text) and not missing_modalities:
         missing = [name for name, has in (("pixel_values", has_image), ("input_ids", has_text)) if not has]
@@ -47,13 +48,14 @@ def check_inputs(inputs: dict, vision: VisionTower, missing_modalities: bool = F
                 )
     pixel_values = inputs.get("pixel_values")
     if pixel_values is None:  # no images, or the vision tower starts from cached states (checked in check_cache)
-        return
+        return has_image, has_text
     vision.check_pixels(pixel_values)
     if input_ids is not None and pixel_values.shape[0] != input_ids.shape[0]:
         raise ValueError(
             f"Image and text batch sizes differ: pixel_values has {pixel_values.shape[0]} samples, input_ids "
             f"{input_ids.shape[0]}. MITP classifies (image, text) pairs: give one text per image."
         )
+    return has_image, has_text
 
 
 def given(inputs: dict) -> tuple[bool, bool]:
@@ -150,9 +152,9 @@ def prepare(inputs: dict, towers: TowerPair, aware: bool, num_prompts: int, firs
     """One adapter's batch: `aware` (missing_modalities) lets samples lack a modality; `num_prompts` makes room for
     the prompts; cached states must have been taken at `first_layers` (text, vision), as `mitp_peft.extraction`
     writes them."""
-    check_inputs(inputs, towers.vision, aware)
+    has = check_inputs(inputs, towers.vision, aware)
     size = batch_size(inputs)
-    found = presence(inputs, aware, size, *given(inputs))
+    found = presence(inputs, aware, size, *has)
     if not found.complete:
         inputs = blank_absent(inputs, found, {"image": ("pixel_values", CACHED_VISION_STATES),
                                               "text": (CACHED_TEXT_STATES,)})  # fmt: skip
