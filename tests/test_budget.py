@@ -1,7 +1,7 @@
 """The parameter budget of METHOD.md on a CLIP ViT-L/14-sized backbone (built on the meta device: no weights)."""
 
 import torch
-from helpers import script_module
+from helpers import adapter_module, script_module
 from peft import get_peft_model
 from safetensors import safe_open
 from transformers import CLIPConfig, CLIPModel
@@ -25,7 +25,7 @@ def l14_with_mitp(**kwargs):
 
 
 def adapter_parts(model) -> dict[str, int]:
-    adapter = model.base_model.mitp_adapters["default"]
+    adapter = adapter_module(model)
     return {
         "prompt": adapter.prompt.numel(),
         "text_to_vision": sum(p.numel() for p in adapter.hub.translate_text_to_vision.parameters()),

@@ -5,7 +5,17 @@ import copy
 import pytest
 import torch
 from families import mitp
-from helpers import BOS, EOS, MAX_POSITIONS, TEXT_WIDTH, VISION_WIDTH, adapter_keys, make_inputs, tiny_clip
+from helpers import (
+    BOS,
+    EOS,
+    MAX_POSITIONS,
+    TEXT_WIDTH,
+    VISION_WIDTH,
+    adapter_keys,
+    adapter_module,
+    make_inputs,
+    tiny_clip,
+)
 
 from mitp_peft.towers import TowerState, resolve_towers
 
@@ -108,7 +118,7 @@ def test_text_longer_than_room_is_explained(base):
 def test_prompts_change_outputs_and_only_they(base, inputs):
     model = mitp(base)
     before = model(**inputs)
-    prompt = model.base_model.mitp_adapters["default"].prompt
+    prompt = adapter_module(model).prompt
     original = prompt.detach().clone()
     with torch.no_grad():
         prompt.mul_(3.0)
@@ -181,7 +191,7 @@ def test_variants_train_every_parameter(base, inputs, hub_attention, head, head_
         base, hub_attention=hub_attention, head=head, head_uses_memory=head_uses_memory, layer_prompts=True,
         memory_decay=0.5,
     )  # fmt: skip
-    adapter = model.base_model.mitp_adapters["default"]
+    adapter = adapter_module(model)
     memory = (TEXT_WIDTH + VISION_WIDTH) if head_uses_memory else 0
     if head == "per_modality":
         widths = (adapter.head.vision.in_features, adapter.head.text.in_features)
@@ -200,13 +210,11 @@ def test_layer_prompts_start_at_zero_and_change_outputs(base, inputs):
     """Per-layer prompts add nothing at the start; once they move, both towers' features move."""
     plain = mitp(tiny_clip(), num_interaction_layers=3)
     model = mitp(base, num_interaction_layers=3, layer_prompts=True)
-    model.base_model.mitp_adapters["default"].load_state_dict(
-        plain.base_model.mitp_adapters["default"].state_dict(), strict=False
-    )
+    adapter_module(model).load_state_dict(adapter_module(plain).state_dict(), strict=False)
     before = model(**inputs)
     torch.testing.assert_close(before.logits, plain(**inputs).logits, rtol=0, atol=0)
     with torch.no_grad():
-        model.base_model.mitp_adapters["default"].text_layer_prompts[1].normal_()
+        adapter_module(model).text_layer_prompts[1].normal_()
     after = model(**inputs)
     relative = (after.image_features - before.image_features).norm() / before.image_features.norm()
     assert relative > 1e-2  # a text prompt of pair 2 reaches the image through the hub at pair 2
@@ -215,7 +223,7 @@ def test_layer_prompts_start_at_zero_and_change_outputs(base, inputs):
 def test_agreement_head_reads_the_dual_encoders_own_similarity(base, inputs):
     """The agreement feature is the product of the backbone's own normalized embeddings: its sum is their cosine."""
     model = mitp(base, head="agreement")
-    adapter = model.base_model.mitp_adapters["default"]
+    adapter = adapter_module(model)
     towers = model.base_model.towers
     _, features = adapter(towers, adapter.batch(towers, inputs))
     cosine = (features.image_embeds * features.text_embeds).sum(-1)

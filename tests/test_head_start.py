@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import PairDataset, make_inputs, tiny_clip, tiny_clip_processor
+from helpers import PairDataset, adapter_module, make_inputs, tiny_clip, tiny_clip_processor
 from peft import PeftModel, get_peft_model
 
 import mitp_peft
@@ -75,7 +75,7 @@ def test_warm_start_fits_the_head_alone():
     model = get_peft_model(tiny_clip(), MITPConfig(num_labels=3))
     data = PairDataset(24)
     batches = list(torch.utils.data.DataLoader(data, batch_size=8))
-    adapter = model.base_model.mitp_adapters["default"]
+    adapter = adapter_module(model)
     untouched = {n: p.detach().clone() for n, p in adapter.named_parameters() if not n.startswith("head.")}
 
     def loss() -> float:

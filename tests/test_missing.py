@@ -7,7 +7,7 @@ import datasets
 import pytest
 import torch
 from families import FAMILIES, build, family_inputs
-from helpers import PAD, make_inputs, pairs_file, picture, tiny_clip, tiny_clip_processor
+from helpers import PAD, adapter_module, make_inputs, pairs_file, picture, tiny_clip, tiny_clip_processor
 from peft import PeftModel, get_peft_model
 from PIL import Image
 
@@ -32,7 +32,7 @@ def aware(base, **kwargs):
     model = get_peft_model(base, MITPConfig(**AWARE, **kwargs))
     torch.manual_seed(4)
     with torch.no_grad():  # trained-looking missing prompts and placeholders, not their zero start
-        adapter = model.base_model.mitp_adapters["default"]
+        adapter = adapter_module(model)
         for parameter in (adapter.missing_prompts, adapter.image_placeholder, adapter.text_placeholder):
             parameter.add_(torch.randn_like(parameter))
     return model
@@ -64,7 +64,7 @@ def test_trained_on_complete_pairs_a_missing_aware_adapter_is_todays_adapter(inp
             optimizer.step()
     after = plain(**inputs).logits
     assert torch.equal(model(**inputs).logits, after) and (after - before).abs().max() > 1e-2  # and it did train
-    adapter = model.base_model.mitp_adapters["default"]
+    adapter = adapter_module(model)
     assert not adapter.missing_prompts.any() and not adapter.image_placeholder.any()
 
 
@@ -104,7 +104,7 @@ def test_missing_prompts_and_placeholders_train_and_reload_exactly(tmp_path, inp
     model = aware(tiny_clip())
     lacks = dict(image_present=torch.tensor([True, False, True]))
     model(**inputs, **lacks, labels=LABELS).loss.backward()
-    adapter = model.base_model.mitp_adapters["default"]
+    adapter = adapter_module(model)
     assert adapter.missing_prompts.grad[0].abs().sum() > 0  # image missing: trained by sample 1
     assert adapter.missing_prompts.grad[1].abs().sum() == 0  # no sample lacks its text
     assert adapter.image_placeholder.grad.abs().sum() > 0 and adapter.text_placeholder.grad is None  # unused
