@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the config is read, never imported: the method sits below p
 
 
 class MITPAdapter(nn.Module):
-    """One adapter's trainable state and its forward from model inputs to logits.
+    """One adapter's trainable state and its forward from a checked batch (`batch`) to logits.
 
     - `prompt`: the first text prompt p_t(1), (prompt_length, text width), Gaussian as the paper states;
     - `text_layer_prompts` / `vision_layer_prompts` (with `layer_prompts=True`): one trainable prompt per interaction
