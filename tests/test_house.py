@@ -1,4 +1,5 @@
-"""The shape of the package: no import circles, and one source of truth for the settings."""
+"""The shape of the package: no import circles, one source of truth for the settings, and a forward that runs down
+the layers without calling back up."""
 
 import os
 import subprocess
@@ -102,3 +103,49 @@ def test_the_examples_import_nothing_by_path():
         assert "sys.path.insert" not in path.read_text().replace('"sys.path.insert"', ""), path
     budget = script_module("benchmarks/budget.py")  # a script imports as a module from its file, by its path
     assert budget.__file__ == str(ROOT / "benchmarks" / "budget.py") and "CLIP ViT-L/14" in budget.BACKBONES
+
+
+def _modules_called(run) -> tuple[list[str], list[str]]:
+    """The package modules `run()` calls into, in order, and each call into a module further up the call stack
+    (a callee calling back into one of its callers' modules), as "caller -> callee" of module:function."""
+    entered, stack, callbacks = [], [], []
+
+    def profile(frame, event, arg):
+        path = frame.f_code.co_filename
+        if "/mitp_peft/" not in path:
+            return
+        module = path.split("/mitp_peft/")[1]
+        if event == "call":
+            caller = stack[-1] if stack else None
+            if caller != module and module in stack:
+                callbacks.append(f"{caller}:{frame.f_back.f_code.co_name} -> {module}:{frame.f_code.co_name}")
+            stack.append(module)
+            if not entered or entered[-1] != module:
+                entered.append(module)
+        elif event == "return" and stack:
+            stack.pop()
+
+    sys.setprofile(profile)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+    return entered, callbacks
+
+
+def test_the_forward_runs_down_the_layers_without_calling_back_up():
+    """One training forward goes peft's tuner -> the adapter -> the engine -> the towers and hub, and back by
+    returning: no module calls back into a module up its call stack (the engine once asked the adapter for its
+    prompts and placeholders mid-way), except a tower subclass's call into its base class. The inputs are checked in
+    one module, the loss computed in another."""
+    import torch
+    from families import mitp
+    from helpers import make_inputs, tiny_clip
+
+    model = mitp(tiny_clip())
+    inputs, labels = make_inputs(), torch.tensor([0, 1, 2])
+    model(**inputs, labels=labels)  # warm-up: lazy imports
+    entered, callbacks = _modules_called(lambda: model(**inputs, labels=labels))
+    assert all(callback.endswith("towers/base.py:embed_tokens") for callback in callbacks), callbacks
+    assert entered.count("method/loss.py") == 1 and entered.index("method/loss.py") > entered.index("method/head.py")
+    assert entered.index("method/inputs.py") < entered.index("method/engine.py") and entered[-1] == "tuner/model.py"
