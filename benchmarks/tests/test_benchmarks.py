@@ -156,6 +156,25 @@ def test_grid_verdicts_say_what_the_comparison_still_lacks():
     assert settled[1] == "the 2.0M budget against widths 512: not measured (their row did not run)"
 
 
+def test_a_public_table_asks_only_whether_mitp_leads_lora_at_its_epochs_included():
+    """easy-VQA's table has one verdict: MITP against the best rival, LoRA at MITP's epochs among them, and how far
+    that comparison is settled; the other tables' targets (the late-fusion margin, the budget's widths) are not its."""
+    accuracy = script_module("benchmarks/accuracy.py")
+    summaries = [
+        {"name": "late fusion, mlp head, 20 epochs", "test_mean": 0.833},
+        {"name": accuracy.LORA, "test_mean": 0.906},
+        {"name": "full fine-tuning + MITP's head", "test_mean": 0.933},
+        {"name": accuracy.MITP_BUDGET, "test_mean": 0.967},
+        {"name": accuracy.LORA_AT_MITP_EPOCHS, "test_mean": 0.97, "epochs": 10.0, "test": [0.97]},
+    ]
+    lines = accuracy.verdicts("easy_vqa", summaries)
+    assert lines[0] == (
+        f"MITP 0.967 vs the best of late fusion, LoRA and full fine-tuning ({accuracy.LORA_AT_MITP_EPOCHS}) 0.970: "
+        "-0.003 (MITP does NOT lead)"
+    )
+    assert lines[1:] == ["LoRA at MITP's 10 epochs: 1 of 3 seeds so far"]
+
+
 def test_tables_hold_the_defaults_to_lora_at_mitps_epochs():
     """On every table LoRA also runs at MITP's epochs, at the rate its own row picked, every seed; a grid verdict
     compares against it as soon as its first seed is in (a stronger rival turns "met" into "NOT met") and says how
