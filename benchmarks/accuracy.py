@@ -158,6 +158,11 @@ class Spec:
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
+    @property
+    def folder(self) -> str:
+        """The backbone's folder on this machine (`backbone` is recorded relative to the repository)."""
+        return str(ROOT / self.backbone)
+
 
 def recorded_path(folder: str) -> str:
     """A backbone folder as results record it: relative to the repository when inside it, so that the results of
@@ -224,10 +229,9 @@ def run_of(spec: Spec) -> Run:
 
     from mitp_bench.experiment import Run
 
-    folder = str(ROOT / spec.backbone)
-    text_width = AutoConfig.from_pretrained(folder).text_config.hidden_size
+    text_width = AutoConfig.from_pretrained(spec.folder).text_config.hidden_size
     options = {**recorded_defaults(spec.method, text_width), **json.loads(spec.options)}
-    return Run(folder, spec.task, spec.method, options, spec.learning_rate, spec.epochs, spec.seed)
+    return Run(spec.folder, spec.task, spec.method, options, spec.learning_rate, spec.epochs, spec.seed)
 
 
 def _execute(spec: Spec) -> dict:
@@ -238,7 +242,7 @@ def _execute(spec: Spec) -> dict:
     data_key = (spec.backbone, spec.task, spec.max_train)
     if data_key not in _CACHE:
         _CACHE.clear()  # one task's tensors at a time
-        data = load_data(spec.task, AutoProcessor.from_pretrained(ROOT / spec.backbone))
+        data = load_data(spec.task, AutoProcessor.from_pretrained(spec.folder))
         if spec.max_train is not None:
             data = data.shortened(spec.max_train)
         _CACHE[data_key] = data
