@@ -199,15 +199,18 @@ def test_from_pretrained_with_a_local_base_and_a_missing_one(tmp_path, inputs):
     assert torch.equal(again(**inputs).logits, model(**inputs).logits)
 
 
-def test_an_adapter_saved_by_0_5_loads_bit_for_bit(tmp_path):
+def test_an_adapter_saved_by_0_5_loads_and_gives_its_logits(tmp_path):
     """tests/data/adapter_saved_by_0_5 was saved by mitp-peft 0.5.0 (a missing-aware adapter with label names on the
-    tiny CLIP, its weights moved off their start), with the logits it gave: checkpoint keys and format stay."""
+    tiny CLIP, its weights moved off their start), with the logits it gave: checkpoint keys and format stay, and the
+    logits are the same to float rounding (the hub divides dot products by norms where 0.5 normalized first)."""
     from helpers import ROOT
 
     folder = ROOT / "tests" / "data" / "adapter_saved_by_0_5"
     model = PeftModel.from_pretrained(tiny_clip(), folder).eval()
     with torch.no_grad():
-        assert torch.equal(model(**make_inputs()).logits, load_file(folder / "expected_logits.safetensors")["logits"])
+        logits = model(**make_inputs()).logits
+    expected = load_file(folder / "expected_logits.safetensors")["logits"]
+    assert (logits - expected).abs().max() <= 1e-6 * expected.abs().max()
     assert model.peft_config["default"].built_for["mitp_peft_version"] == "0.5.0"
     model.save_pretrained(tmp_path)
     assert (

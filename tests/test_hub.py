@@ -27,6 +27,20 @@ def test_cosine_attention_is_softmax_of_cosine():
     weights, cosines = cosine_attention(query, keys, 0.5)
     torch.testing.assert_close(cosines, cos)
     torch.testing.assert_close(weights, torch.softmax(cos / 0.5, dim=-1))
+    zero = torch.zeros(1, 1, 5)  # F.normalize's rule: a zero vector stays zero, its cosines are 0
+    assert torch.equal(cosine_attention(zero, keys[:1], 0.5)[1], torch.zeros(1, 1, 4))
+
+
+def test_cosine_attention_keeps_no_normalized_copy_of_the_keys():
+    """The keys can be a whole token stream: besides the query and the keys themselves, what the backward keeps is
+    (batch, queries, keys) or smaller, not another (batch, keys, width) tensor."""
+    query, keys = torch.randn(2, 3, 16, requires_grad=True), torch.randn(2, 50, 16, requires_grad=True)
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        cosine_attention(query, keys, 0.1)
+    own = {query.untyped_storage().data_ptr(), keys.untyped_storage().data_ptr()}
+    others = [t for t in kept if t.untyped_storage().data_ptr() not in own]
+    assert others and max(t.numel() for t in others) <= 2 * 3 * 50 < keys.numel()
 
 
 def test_only_translators_are_trainable():

@@ -14,6 +14,8 @@ from torch import nn
 
 HUB_ATTENTIONS = ("gated", "cross")
 HUB_READS = ("prompts", "tokens")
+NORM_EPS = 1e-12
+"""F.normalize's: the smallest norm a vector is divided by."""
 
 
 class Memory(NamedTuple):
@@ -75,12 +77,21 @@ def cosine_attention(
     query: torch.Tensor, keys: torch.Tensor, temperature: float, key_mask: Optional[torch.Tensor] = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(cosine / temperature) over `keys` for each query: (weights, cosines), both (batch, queries, keys).
-    Keys where `key_mask` (batch, keys) is False get no weight."""
-    cosines = F.normalize(query, dim=-1) @ F.normalize(keys, dim=-1).transpose(-1, -2)
+    Keys where `key_mask` (batch, keys) is False get no weight.
+
+    The dot products are divided by the norms rather than taken between normalized vectors (F.normalize's epsilon
+    kept): the same cosines, without a normalized copy of the keys kept for the backward. The keys, when they are a
+    token stream, are the largest thing the hub keeps, and the read that follows keeps them anyway."""
+    norms = _norm(query)[..., :, None] * _norm(keys)[..., None, :]
+    cosines = (query @ keys.transpose(-1, -2)) / norms
     logits = cosines / temperature
     if key_mask is not None:
         logits = logits.masked_fill(~key_mask[:, None, :], torch.finfo(logits.dtype).min)
     return torch.softmax(logits, dim=-1), cosines
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(x, dim=-1).clamp_min(NORM_EPS)
 
 
 def standardize(x: torch.Tensor) -> torch.Tensor:

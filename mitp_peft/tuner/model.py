@@ -17,7 +17,7 @@ from ..method.head import MITPOutput
 from ..method.inputs import check_input_names
 from ..method.loss import as_label_tensor, classification_loss
 from ..method.mixed import fan_out, mixed_forward
-from ..towers import TowerPair
+from ..towers import TowerPair, activations
 from ..version import __version__
 from . import forward
 from .config import MITPConfig
@@ -96,6 +96,8 @@ class MITPModel(BaseTuner):
                 del self.mitp_adapters[adapter_name]
             raise
         forward.install(model, self, towers)
+        for tower in towers:
+            activations.make_lean(tower.layers)  # the same outputs, half the activations kept for the backward
 
     def _prepare_adapter_config(self, peft_config: MITPConfig, model_config: dict) -> MITPConfig:
         text, vision = self.towers
@@ -340,6 +342,7 @@ class MITPModel(BaseTuner):
         if merge:
             self._check_merge_allowed()
         forward.uninstall(self.model)
+        activations.restore(self.model)
         return super()._unload_and_optionally_merge(merge=False, **kwargs)
 
     # ------------------------------------------------------------------------------------------- state dicts
