@@ -71,12 +71,13 @@ def test_efficiency_reports_a_failing_method_and_still_measures_the_others(monke
         method = command[command.index("--worker") + 1]
         if method == "lora":
             return subprocess.CompletedProcess(command, 1, "", "RuntimeError: mat1 and mat2 must have the same dtype")
-        row = dict(method=method, train_s=3.0 if method == "mitp" else 1.0, infer_s=1.0, peak_bytes=10)
+        row = dict(method=method, train_s=3.0, train_ratio=3.0 if method == "mitp" else 1.0, peak_bytes=10)
         return subprocess.CompletedProcess(command, 0, json.dumps(row) + "\n", "")
 
     monkeypatch.setattr(efficiency.subprocess, "run", worker)
     rows, failed = efficiency.run_all("tiny", 4, 1, "cpu", "bfloat16", ["frozen", "lora", "mitp"], "inductor")
     assert [r["method"] for r in rows] == ["frozen", "mitp"] and rows[1]["train_ratio"] == 3.0
+    assert rows[1]["peak_ratio"] == 1.0
     assert list(failed) == ["lora"] and "same dtype" in failed["lora"]
     with pytest.raises(RuntimeError, match="frozen reference failed"):
         efficiency.run_all("tiny", 4, 1, "cpu", "bfloat16", ["lora"], "inductor")
