@@ -1,11 +1,11 @@
 """A memory-lean quick-GELU for the towers MITP trains through.
 
 CLIP's quick-GELU, `x * sigmoid(1.702 x)`, computed as separate tensor operations keeps two tensors of the MLP's
-width (four times the model's) per layer for the backward: its input and the sigmoid. They are the largest thing a
-training step keeps. The backward needs only the input, from which the sigmoid is one elementwise pass away, so the
-replacement keeps that alone. Its forward runs the same operations, so outputs are bitwise the same; gradients agree
-to float rounding, and the backward is faster too (fewer temporaries). Other activations (GELU, its tanh form) keep
-only their input already.
+width (four times the model's) per layer for the backward: its input and the sigmoid, together the largest thing a
+training step would keep. The backward needs only the input, from which the sigmoid is one elementwise pass away, so
+the replacement keeps that alone. Its forward runs the same operations, so outputs are bitwise the same; gradients
+agree to float rounding, and the backward is faster too (fewer temporaries). Other activations (GELU, its tanh form)
+keep only their input already.
 """
 
 from __future__ import annotations
@@ -50,12 +50,11 @@ class MemoryLeanQuickGELU(nn.Module):
         return quick_gelu(input)
 
 
-def make_lean(module: nn.Module) -> int:
-    """Replace every quick-GELU under `module` with the memory-lean one; returns how many were replaced."""
+def make_lean(module: nn.Module) -> None:
+    """Replace every quick-GELU under `module` with the memory-lean one."""
     found = [(name, child) for name, child in module.named_modules() if type(child) is QuickGELUActivation]
     for name, child in found:
         module.set_submodule(name, MemoryLeanQuickGELU(child))
-    return len(found)
 
 
 def restore(module: nn.Module) -> None:
