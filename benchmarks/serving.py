@@ -3,8 +3,9 @@
     python benchmarks/serving.py                      # CLIP ViT-B/16 size, 4 adapters, 32 pairs, this machine's CPU
     python benchmarks/serving.py --size tiny --steps 1   # seconds: checks the script itself
 
-Random weights (speed does not depend on them), inference (no grad), each time the median of --steps after a
-warm-up call, both sides of a ratio measured in the same run. Two ways a service meets several adapters:
+Random weights (speed does not depend on them), inference (no grad); the two sides of each ratio are called in
+alternation, --steps times after a warm-up call each, and a ratio is the median of the pairs' ratios. Two ways a
+service meets several adapters:
 
 - *every adapter on every pair* (several tasks asked of the same pairs): `model.fan_out(adapters=[...])` against
   one call per adapter on all N pairs (`set_adapter`, then the model). The layers below the interaction layers run
@@ -39,19 +40,27 @@ def adapters(size: str, count: int, device: str, dtype: torch.dtype) -> torch.nn
     return model.eval()
 
 
-def timed(call, steps: int, device: str) -> float:
-    times = []
-    for step in range(steps + 1):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        with torch.no_grad():
-            call()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if step:  # the first call warms up
-            times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def timed(call, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    with torch.no_grad():
+        call()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def paired(first, second, steps: int, device: str) -> tuple[float, float, float]:
+    """The medians of each call's time and of their ratio (second over first): after a warm-up call each, the two
+    are called in alternation, so that the drift of a shared machine falls on both sides of every ratio."""
+    timed(first, device), timed(second, device)
+    pairs = [(timed(first, device), timed(second, device)) for _ in range(steps)]
+    return (
+        statistics.median(a for a, _ in pairs),
+        statistics.median(b for _, b in pairs),
+        statistics.median(b / a for a, b in pairs),
+    )
 
 
 def measure(size: str, batch: int, count: int, steps: int, device: str, dtype: str, onnx: bool = False) -> dict:
@@ -68,20 +77,23 @@ def measure(size: str, batch: int, count: int, steps: int, device: str, dtype: s
             model(**{k: v[index[name]] for k, v in rows.items()})
 
     everything = {name: torch.arange(batch, device=device) for name in names}
-    seconds = {
-        "every adapter on every pair, one call": timed(lambda: model.fan_out(adapters=names, **pairs), steps, device),
-        "every adapter on every pair, one call per adapter": timed(
-            lambda: one_call_per_adapter(pairs, everything), steps, device
+    scenarios = {
+        "every adapter on every pair": (
+            "fan-out",
+            batch * count,
+            lambda: model.fan_out(adapters=names, **pairs),
+            lambda: one_call_per_adapter(pairs, everything),
         ),
-        "one adapter per pair, one call": timed(lambda: model(**pairs, adapter_names=own), steps, device),
-        "one adapter per pair, one call per adapter": timed(
-            lambda: one_call_per_adapter(pairs, groups), steps, device
+        "one adapter per pair": (
+            "mixed",
+            batch,
+            lambda: model(**pairs, adapter_names=own),
+            lambda: one_call_per_adapter(pairs, groups),
         ),
     }
-    ways = {"every adapter on every pair": ("fan-out", batch * count), "one adapter per pair": ("mixed", batch)}
     rows = []
-    for scenario, (way, answered) in ways.items():
-        together, separate = seconds[f"{scenario}, one call"], seconds[f"{scenario}, one call per adapter"]
+    for scenario, (way, answered, one_call, separate_calls) in scenarios.items():
+        together, separate, speedup = paired(one_call, separate_calls, steps, device)
         rows.append(
             {
                 "scenario": scenario,
@@ -91,7 +103,7 @@ def measure(size: str, batch: int, count: int, steps: int, device: str, dtype: s
                 "separate_s": separate,
                 "one_call_per_s": answered / together,
                 "separate_per_s": answered / separate,
-                "speedup": separate / together,
+                "speedup": speedup,
             }
         )
     result = {"size": size, "batch": batch, "adapters": count, "device": device, "dtype": dtype, "rows": rows}
@@ -117,12 +129,11 @@ def onnx_against_eager(model: torch.nn.Module, pairs: dict, steps: int, device: 
         names = [i.name for i in session.get_inputs()]
         feed = {name: pairs[name].float().cpu().numpy() if pairs[name].is_floating_point() else
                 pairs[name].cpu().numpy() for name in names}  # fmt: skip
-        onnx_s = timed(lambda: session.run(["logits"], feed), steps, "cpu")
         with torch.no_grad():
             eager = model(**pairs).logits.float().cpu()
         difference = float((torch.from_numpy(session.run(["logits"], feed)[0]) - eager).abs().max())
-    eager_s = timed(lambda: model(**pairs), steps, device)
-    return {"export_s": export_s, "onnx_s": onnx_s, "eager_s": eager_s, "speedup": eager_s / onnx_s,
+        onnx_s, eager_s, speedup = paired(lambda: session.run(["logits"], feed), lambda: model(**pairs), steps, device)
+    return {"export_s": export_s, "onnx_s": onnx_s, "eager_s": eager_s, "speedup": speedup,
             "max_difference": difference, "threads": torch.get_num_threads()}  # fmt: skip
 
 
