@@ -22,14 +22,13 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mitp_bench.measure import peak_memory_bytes
+from mitp_bench.measure import paired, peak_memory_bytes, timed
 
 HERE = Path(__file__).resolve().parent
 NUM_LABELS = 101
@@ -165,23 +164,13 @@ def worker(
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
-    def timed(step) -> float:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
     result = {"method": method, "trainable_params": sum(p.numel() for p in trainable)}
     if method == "frozen":
         with torch.no_grad():
-            times = [timed(lambda: model(**inputs)) for _ in range(steps + 1)][1:]  # the first warms up
-        result.update(
-            train_s=statistics.median(times), infer_s=statistics.median(times), peak_bytes=peak_memory_bytes(device)
-        )
-        result.update(train_ratio=1.0, infer_ratio=1.0)
+            times = [timed(lambda: model(**inputs), device) for _ in range(steps + 1)][1:]  # the first warms up
+        median = statistics.median(times)
+        result.update(train_s=median, infer_s=median, train_ratio=1.0, infer_ratio=1.0)
+        result["peak_bytes"] = peak_memory_bytes(device)
         return finish(result, batch_size)
 
     if method == "frozen_compiled":
@@ -212,19 +201,17 @@ def worker(
         step()
     result["peak_bytes"] = peak_memory_bytes(device)
 
-    torch.manual_seed(0)
-    frozen = build_backbone(size).to(device, torch_dtype).requires_grad_(False)
+    frozen, _ = build_method("frozen", size, device, torch_dtype, batch)
 
     def reference() -> None:
         with torch.no_grad():
             frozen(**batch)
 
-    timed(reference)  # warm-up
+    reference()  # warm-up
     for phase, step in phases:
-        pairs = [(timed(step), timed(reference)) for _ in range(steps)]
-        result[f"{phase}_s"] = statistics.median(own for own, _ in pairs)
-        result[f"{phase}_ratio"] = statistics.median(own / ref for own, ref in pairs)
-        result[f"{phase}_reference_s"] = statistics.median(ref for _, ref in pairs)
+        result[f"{phase}_s"], result[f"{phase}_reference_s"], result[f"{phase}_ratio"] = paired(
+            step, reference, steps, device
+        )
     if not train_step:
         result.update(train_s=result["infer_s"], train_ratio=result["infer_ratio"])
     return finish(result, batch_size)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from datetime import date
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from efficiency import NUM_LABELS, build_backbone, make_batch
 from peft import get_peft_model
 
+from mitp_bench.measure import paired, timed
 from mitp_peft import MITPConfig
 
 
@@ -40,27 +40,11 @@ def adapters(size: str, count: int, device: str, dtype: torch.dtype) -> torch.nn
     return model.eval()
 
 
-def timed(call, device: str) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
+def in_alternation(first, second, steps: int, device: str) -> tuple[float, float, float]:
+    """`paired` without a graph, after a warm-up call each: the medians of each call's time and of their ratio."""
     with torch.no_grad():
-        call()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - started
-
-
-def paired(first, second, steps: int, device: str) -> tuple[float, float, float]:
-    """The medians of each call's time and of their ratio (second over first): after a warm-up call each, the two
-    are called in alternation, so that the drift of a shared machine falls on both sides of every ratio."""
-    timed(first, device), timed(second, device)
-    pairs = [(timed(first, device), timed(second, device)) for _ in range(steps)]
-    return (
-        statistics.median(a for a, _ in pairs),
-        statistics.median(b for _, b in pairs),
-        statistics.median(b / a for a, b in pairs),
-    )
+        timed(first, device), timed(second, device)
+        return paired(first, second, steps, device)
 
 
 def measure(size: str, batch: int, count: int, steps: int, device: str, dtype: str, onnx: bool = False) -> dict:
@@ -93,7 +77,7 @@ def measure(size: str, batch: int, count: int, steps: int, device: str, dtype: s
     }
     rows = []
     for scenario, (way, answered, one_call, separate_calls) in scenarios.items():
-        together, separate, speedup = paired(one_call, separate_calls, steps, device)
+        separate, together, speedup = in_alternation(separate_calls, one_call, steps, device)
         rows.append(
             {
                 "scenario": scenario,
@@ -132,7 +116,9 @@ def onnx_against_eager(model: torch.nn.Module, pairs: dict, steps: int, device: 
         with torch.no_grad():
             eager = model(**pairs).logits.float().cpu()
         difference = float((torch.from_numpy(session.run(["logits"], feed)[0]) - eager).abs().max())
-        onnx_s, eager_s, speedup = paired(lambda: session.run(["logits"], feed), lambda: model(**pairs), steps, device)
+        eager_s, onnx_s, speedup = in_alternation(
+            lambda: model(**pairs), lambda: session.run(["logits"], feed), steps, device
+        )
     return {"export_s": export_s, "onnx_s": onnx_s, "eager_s": eager_s, "speedup": speedup,
             "max_difference": difference, "threads": torch.get_num_threads()}  # fmt: skip
 

@@ -22,8 +22,7 @@ def step(model) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
     kept: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        if not isinstance(t, torch.nn.Parameter):
-            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()  # the frozen weights: the same in both
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -1,9 +1,12 @@
-"""Peak memory of this process, as the benchmarks and the demo report it."""
+"""Peak memory of this process and the time of a call, as the benchmarks and the demo report them."""
 
 from __future__ import annotations
 
 import resource
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,3 +25,27 @@ def peak_memory_bytes(device: str = "cpu") -> int:
         line = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
         return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def timed(call: Callable[[], object], device: str) -> float:
+    """Seconds one call takes; on a GPU, until the work it queued is done."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    call()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def paired(
+    first: Callable[[], object], second: Callable[[], object], steps: int, device: str
+) -> tuple[float, float, float]:
+    """The medians of each call's time and of their ratio (first over second), the two called in alternation `steps`
+    times, so that the drift of a shared machine falls on both sides of every ratio. Warm both up before."""
+    pairs = [(timed(first, device), timed(second, device)) for _ in range(steps)]
+    return (
+        statistics.median(a for a, _ in pairs),
+        statistics.median(b for _, b in pairs),
+        statistics.median(a / b for a, b in pairs),
+    )
